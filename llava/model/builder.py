@@ -132,7 +132,8 @@ def load_pretrained_model(
         model = model.to(device)
     model.eval()
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=True, **hub_kwargs)
+    # Passing our config stops AutoConfig from reading config.json as transformers' own "llava" type.
+    tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=True, config=config, **hub_kwargs)
     image_processor = model.get_vision_tower().image_processor
     max_length = int(getattr(config, "tokenizer_model_max_length", None) or getattr(config, "max_sequence_length", 2048))
     return tokenizer, model, image_processor, max_length

@@ -1,0 +1,5 @@
+import sys
+
+from holitom.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Attention scores the merging methods need, computed without materialising more than required.
+
+Pure tensor functions: the hooks in `holitom.patch` gather q/k and call these.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def received_attention(queries: torch.Tensor, keys: torch.Tensor, scaling: float, chunk: int = 8) -> torch.Tensor:
+    """Attention each token receives, averaged over heads and queries (full bidirectional attention).
+
+    queries, keys: (B, H, P, hd). Returns (B, P) float32: mean_{h,i} softmax(q_i·kᵀ·scaling)[j].
+    Works `chunk` batch items at a time so at most chunk×H×P×P probabilities exist at once.
+    """
+    if queries.shape != keys.shape or queries.dim() != 4:
+        raise ValueError(f"queries and keys must both be (B, H, P, hd), got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    out = []
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start : start + chunk].float()
+        k = keys[start : start + chunk].float()
+        probs = torch.softmax(q @ k.transpose(-1, -2) * scaling, dim=-1)  # (b, H, P, P)
+        out.append(probs.mean(dim=(1, 2)))
+    return torch.cat(out)
+
+
+def last_query_attention(
+    query: torch.Tensor, keys: torch.Tensor, scaling: float, key_bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One query's attention row over all keys, averaged over query heads (grouped-query aware).
+
+    query: (B, H, hd) for one position; keys: (B, KVH, L, hd) with H a multiple of KVH (query head h
+    reads key head h // (H/KVH)); key_bias: optional (B, L) additive float mask (0 / -inf).
+    Returns (B, L) float32 probabilities averaged over the H heads.
+    """
+    b, h, hd = query.shape
+    kvh = keys.shape[1]
+    if h % kvh or keys.shape[0] != b or keys.shape[-1] != hd:
+        raise ValueError(f"query {tuple(query.shape)} and keys {tuple(keys.shape)} are not a (grouped) attention pair")
+    q = query.float().view(b, kvh, h // kvh, hd)
+    logits = torch.einsum("bkgd,bkld->bkgl", q, keys.float()) * scaling  # (B, KVH, G, L)
+    if key_bias is not None:
+        logits = logits + key_bias.float()[:, None, None, :]
+    return torch.softmax(logits, dim=-1).mean(dim=(1, 2))

@@ -1,0 +1,111 @@
+"""VisionZip (Yang et al., "VisionZip: Longer is Better but Not Necessary in Vision Language Models",
+CVPR 2025, arXiv 2412.04467), applied per video frame on the pooled frame tokens.
+
+Per frame, with budget b = ceil(N·ρ) split into `dominant` + `contextual` tokens:
+- dominant tokens: the `dominant` tokens that receive the most attention, kept in position order;
+- contextual tokens: among the remaining tokens (position order), `contextual` centres are picked uniformly
+  with stride max(1, R // contextual) (R = number of remaining tokens); every other remaining token joins the
+  centre with the highest dot product of L2-normalised features; each contextual token is the mean of its
+  centre and its members (a centre with no members stays as it is).
+VisionZip scores with the vision encoder's attention and matches with its keys; here the caller's pooled
+attention scores (the same scores HoliTom uses) and the pooled features stand in for them, so both methods
+see the same inputs and the same per-frame budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from holitom.inner import round_count, topk_positions
+
+# VisionZip's own split keeps 54 dominant + 10 contextual tokens in its 64-token setting (and 108+20,
+# 162+30 at 128/192 tokens): contextual tokens are 10/64 = 15.625% of the budget.
+VISIONZIP_CONTEXTUAL_SHARE = 10 / 64
+
+
+def visionzip_budget(
+    n_tokens: int, retain_ratio: float, contextual_share: float = VISIONZIP_CONTEXTUAL_SHARE
+) -> tuple[int, int]:
+    """Per-frame (dominant, contextual) counts: b = ceil(N·ρ), dominant = round(b·(1−D)), contextual = b − dominant.
+
+    Same rounding as HoliTom's dominant/contextual split (spec §2); b is the per-frame budget the FLOPs
+    accounting uses (N·ρ is rounded to 9 decimals before ceil to shed binary error).
+    """
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens={n_tokens!r}: must be an integer ≥ 1")
+    if (
+        isinstance(retain_ratio, bool)
+        or not isinstance(retain_ratio, (int, float))
+        or not 0.0 < retain_ratio <= 1.0
+    ):
+        raise ValueError(f"retain_ratio={retain_ratio!r}: must be in (0, 1]")
+    if (
+        isinstance(contextual_share, bool)
+        or not isinstance(contextual_share, (int, float))
+        or not 0.0 <= contextual_share <= 1.0
+    ):
+        raise ValueError(f"contextual_share={contextual_share!r}: must be in [0, 1]")
+    budget = math.ceil(round(n_tokens * retain_ratio, 9))
+    dominant = round_count(budget * (1.0 - contextual_share))
+    return dominant, budget - dominant
+
+
+def visionzip_compress(
+    features: torch.Tensor,
+    attention: torch.Tensor,
+    retain_ratio: float,
+    contextual_share: float = VISIONZIP_CONTEXTUAL_SHARE,
+) -> torch.Tensor:
+    """Compress every frame to b = ceil(N·ρ) tokens: [dominant (position order), contextual (centre order)].
+
+    features: (F, N, C) pooled frame tokens; attention: (F, N) per-token attention scores.
+    Returns (F·b, C) in features' dtype, frames in order. With b = N nothing is merged and the input is
+    returned in its original order. Ties in attention → lower position; ties in similarity → earlier centre.
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() != 3:
+        raise ValueError(
+            f"features: expected a 3-D tensor (F, N, C), got {getattr(features, 'shape', features)!r}"
+        )
+    n_frames, n_tok, channels = features.shape
+    if not isinstance(attention, torch.Tensor) or tuple(attention.shape) != (n_frames, n_tok):
+        raise ValueError(
+            f"attention: expected shape {(n_frames, n_tok)} to match features, "
+            f"got {tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__}"
+        )
+    if n_frames == 0:
+        raise ValueError("features: has no frames")
+    n_dom, n_ctx = visionzip_budget(n_tok, retain_ratio, contextual_share)
+    if n_dom + n_ctx == n_tok:
+        return features.reshape(n_frames * n_tok, channels)
+
+    dom_idx = topk_positions(attention, n_dom)  # (F, dom), ascending positions
+    dominant = features.gather(1, dom_idx.unsqueeze(-1).expand(-1, -1, channels))
+    if n_ctx == 0:
+        return dominant.reshape(n_frames * n_dom, channels)
+
+    # Remaining tokens of each frame in position order (every frame has exactly N − dom of them).
+    is_dom = torch.zeros(n_frames, n_tok, dtype=torch.bool, device=features.device)
+    is_dom.scatter_(1, dom_idx, True)
+    n_rem = n_tok - n_dom
+    positions = torch.arange(n_tok, device=features.device).expand(n_frames, n_tok)
+    rem_idx = positions[~is_dom].view(n_frames, n_rem)
+    rem = features.gather(1, rem_idx.unsqueeze(-1).expand(-1, -1, channels)).float()  # (F, R, C)
+
+    # Centres: uniform stride over the remaining tokens; the rest merge into their most similar centre.
+    step = max(1, n_rem // n_ctx)
+    centre_local = torch.arange(0, n_rem, step, device=features.device)[:n_ctx]
+    is_centre = torch.zeros(n_rem, dtype=torch.bool, device=features.device)
+    is_centre[centre_local] = True
+    centres = rem[:, is_centre]  # (F, ctx, C)
+    others = rem[:, ~is_centre]  # (F, R − ctx, C)
+    sim = F.normalize(others, dim=-1) @ F.normalize(centres, dim=-1).transpose(1, 2)  # (F, R − ctx, ctx)
+    assign = sim.argmax(dim=-1)  # first maximum → earlier centre on ties
+    sums = centres.scatter_add(1, assign.unsqueeze(-1).expand(-1, -1, channels), others)
+    counts = torch.ones(n_frames, n_ctx, device=features.device).scatter_add(
+        1, assign, torch.ones_like(assign, dtype=torch.float32)
+    )
+    contextual = (sums / counts.unsqueeze(-1)).to(features.dtype)
+    return torch.cat([dominant, contextual], dim=1).reshape(n_frames * (n_dom + n_ctx), channels)

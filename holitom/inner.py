@@ -1,0 +1,137 @@
+"""Inner-LLM token merging (spec §3 steps 2–3): pure tensor functions, no model.
+
+At decoder layer K the visual tokens are scored by the attention the last prompt token pays them (layer K−1).
+The top round(n_v·(1−r)) are kept; every dropped token is merged into its most similar kept token.
+The model hook (attention row, sequence surgery, RoPE positions) lives elsewhere and calls these.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from holitom.config import INNER_UPDATES
+
+
+def round_count(x: float) -> int:
+    """Python round() of a token count after snapping float noise (e.g. 5·0.7 = 3.4999999999999996 → 3.5).
+
+    Rounding to 9 decimals first makes counts depend on the intended decimal ratio, not its binary error.
+    """
+    return int(round(round(x, 9)))
+
+
+def inner_keep_count(n_visual: int, merge_ratio: float) -> int:
+    """Number of visual tokens kept at the merge layer: round(n_visual·(1−merge_ratio)) (Python round)."""
+    if isinstance(n_visual, bool) or not isinstance(n_visual, int) or n_visual < 0:
+        raise ValueError(f"n_visual={n_visual!r}: must be an integer ≥ 0")
+    if (
+        isinstance(merge_ratio, bool)
+        or not isinstance(merge_ratio, (int, float))
+        or not 0.0 <= merge_ratio < 1.0
+    ):
+        raise ValueError(f"merge_ratio={merge_ratio!r}: must be in [0, 1)")
+    return round_count(n_visual * (1.0 - merge_ratio))
+
+
+def topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the k highest scores along the last dim, sorted ascending.
+
+    scores: (..., n). Returns LongTensor (..., k). Ties go to the lower position: a stable descending sort
+    keeps equal scores in position order, so the result is deterministic (torch.topk makes no such promise).
+    """
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    return torch.sort(order[..., :k], dim=-1).values
+
+
+def select_kept(scores: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split visual positions into the n_keep best-scored (kept) and the rest (dropped).
+
+    scores: (n_v,) one score per visual token. Returns (kept_idx (n_keep,), dropped_idx (n_v − n_keep,)),
+    both LongTensors sorted ascending. Ties → lower position is kept.
+    """
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
+        raise ValueError(f"scores: expected a 1-D tensor (n_v,), got {_describe(scores)}")
+    n_v = scores.shape[0]
+    if isinstance(n_keep, bool) or not isinstance(n_keep, int) or not 0 <= n_keep <= n_v:
+        raise ValueError(f"n_keep={n_keep!r}: must be an integer in [0, {n_v}]")
+    kept = topk_positions(scores, n_keep)
+    is_kept = torch.zeros(n_v, dtype=torch.bool, device=scores.device)
+    is_kept[kept] = True
+    dropped = torch.nonzero(~is_kept, as_tuple=False).flatten()
+    return kept, dropped
+
+
+def merge_dropped(
+    hidden: torch.Tensor,
+    kept_idx: torch.Tensor,
+    dropped_idx: torch.Tensor,
+    update: str = "sequential",
+) -> torch.Tensor:
+    """Merge each dropped visual token into the kept token it is most cosine-similar to.
+
+    hidden: (n_v, d) hidden states of the visual span entering layer K.
+    kept_idx: (n_keep,) and dropped_idx: (n_drop,) LongTensors partitioning 0..n_v−1 (from `select_kept`).
+    update: "sequential" — dropped tokens visited in ascending position, kept ← (kept + dropped)/2, i.e. a kept
+      token c with members x_1..x_m (position order) ends as c/2^m + Σ_i x_i/2^(m−i+1) (the paper's rule);
+      "mean" — kept ← mean(c, x_1..x_m).
+    Returns (n_keep, d) in kept_idx order and in hidden's dtype. Similarities are computed once, on the input,
+    in float32; ties go to the lowest kept index. Work is done in float32 (2^-m underflowing to 0 for
+    m > ~149 is the correct limit of the sequential rule).
+    """
+    if update not in INNER_UPDATES:
+        raise ValueError(f"update={update!r}: must be one of {INNER_UPDATES}")
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2:
+        raise ValueError(f"hidden: expected a 2-D tensor (n_v, d), got {_describe(hidden)}")
+    n_v = hidden.shape[0]
+    for name, idx in (("kept_idx", kept_idx), ("dropped_idx", dropped_idx)):
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 1 or idx.dtype != torch.long:
+            raise ValueError(f"{name}: expected a 1-D LongTensor, got {_describe(idx)}")
+    both = torch.cat([kept_idx, dropped_idx])
+    if both.numel() != n_v or (
+        n_v > 0
+        and not (
+            bool((both >= 0).all()) and bool((torch.bincount(both.clamp(min=0), minlength=n_v) == 1).all())
+        )
+    ):
+        raise ValueError(
+            f"kept_idx, dropped_idx: must partition the positions 0..{n_v - 1} (each exactly once)"
+        )
+    if kept_idx.numel() == 0 and dropped_idx.numel() > 0:
+        raise ValueError("kept_idx: is empty but there are dropped tokens to merge into it")
+
+    kept_h = hidden.index_select(0, kept_idx)
+    if dropped_idx.numel() == 0:
+        return kept_h
+
+    # Visit order of the sequential rule is by position, whatever order the caller passed.
+    dropped_idx = torch.sort(dropped_idx).values
+    kept32 = kept_h.float()
+    drop32 = hidden.index_select(0, dropped_idx).float()
+    sim = F.normalize(drop32, dim=-1) @ F.normalize(kept32, dim=-1).T  # (n_drop, n_keep)
+    assign = sim.argmax(dim=-1)  # first maximum → lowest kept index on ties
+    n_keep = kept_idx.numel()
+    counts = torch.bincount(assign, minlength=n_keep)  # m per kept token
+
+    if update == "mean":
+        out = kept32.index_add(0, assign, drop32)
+        out = out / (counts + 1).unsqueeze(-1).to(out.dtype)
+        return out.to(hidden.dtype)
+
+    # Rank i (1-based) of each dropped token inside its cluster, in position order: a stable sort by cluster
+    # keeps position order within a cluster, so rank = place in the sorted list − the cluster's start + 1.
+    order = torch.sort(assign, stable=True).indices
+    starts = torch.cumsum(counts, 0) - counts
+    rank_sorted = torch.arange(order.numel(), device=assign.device) - starts[assign[order]] + 1
+    rank = torch.empty_like(rank_sorted)
+    rank[order] = rank_sorted
+    w_member = torch.exp2(-(counts[assign] - rank + 1).to(torch.float32))  # 2^-(m−i+1)
+    w_centre = torch.exp2(-counts.to(torch.float32))  # 2^-m
+    out = (kept32 * w_centre.unsqueeze(-1)).index_add(0, assign, drop32 * w_member.unsqueeze(-1))
+    return out.to(hidden.dtype)
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__

@@ -1,0 +1,12 @@
+"""Synthetic videos for tests: the writers live in `holitom.synthetic` (the demo and smoke runs use them too)."""
+
+from holitom.synthetic import (  # noqa: F401
+    ENCODERS,
+    KINDS,
+    SQUARE,
+    available_encoders,
+    synthetic_frames,
+    write_corrupt_video,
+    write_empty_video,
+    write_synthetic_video,
+)

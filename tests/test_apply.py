@@ -1,0 +1,215 @@
+"""holitom.apply / remove and the model hooks: vision probe, outer compression, inner merging (spec §3),
+plus the VisionZip and FastV installs that share the same machinery."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load, random_frames, video_prompt_ids
+
+import holitom
+from holitom.methods import apply_method
+from holitom.outer import compress_video
+from holitom.patch.qwen2 import InnerReduction
+
+
+def _logits(model, ids, frames, **kwargs):
+    with torch.no_grad():
+        return model(input_ids=ids, images=[frames], modalities=["video"], **kwargs)
+
+
+def _generate(model, ids, frames, **kwargs):
+    kwargs.setdefault("max_new_tokens", 6)
+    with torch.no_grad():
+        return model.generate(ids, images=[frames], modalities=["video"], do_sample=False, **kwargs)
+
+
+@pytest.mark.parametrize("fixture", ["ov_model", "video_model"])
+def test_ratio_one_with_tau_above_one_reproduces_vanilla_exactly(fixture, request):
+    tokenizer, model, _, _ = request.getfixturevalue(fixture)
+    ids, frames = video_prompt_ids(tokenizer), random_frames(4)
+    vanilla = _logits(model, ids, frames).logits
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, tau=1.5, merge_layer=None))
+    assert torch.equal(_logits(model, ids, frames).logits, vanilla)
+
+
+def test_r0_and_k_beyond_depth_give_identical_logits_and_tokens(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids, frames = video_prompt_ids(tokenizer), random_frames(4)
+    vanilla, vanilla_tokens = _logits(model, ids, frames).logits, _generate(model, ids, frames)
+    for merge_layer, merge_ratio in [(2, 0.0), (1, 0.0), (4, 0.5), (99, 0.5)]:
+        holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, tau=1.5, merge_layer=merge_layer, merge_ratio=merge_ratio))
+        assert torch.equal(_logits(model, ids, frames).logits, vanilla), (merge_layer, merge_ratio)
+        assert torch.equal(_generate(model, ids, frames), vanilla_tokens)
+    holitom.remove(model)
+
+
+def test_inner_merge_counts_cache_lengths_and_positions(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids, frames = video_prompt_ids(tokenizer), random_frames(4)
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, tau=1.5, merge_layer=2, merge_ratio=0.5))
+    out = _logits(model, ids, frames, use_cache=True)
+    n_visual = 4 * 196 + 1
+    full = ids.shape[1] - 1 + n_visual
+    kept = round(n_visual * 0.5)
+    assert model.mm_state["inner"] == {"method": "holitom", "layer": 2, "visual_in": n_visual, "visual_kept": kept}
+    short = full - (n_visual - kept)
+    assert out.logits.shape[1] == short
+    lengths = [layer.keys.shape[-2] for layer in out.past_key_values.layers]
+    assert lengths == [full, full, short, short]
+
+    seen: list[torch.Tensor] = []
+    hook = model.get_model().layers[3].register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["position_ids"].clone()), with_kwargs=True
+    )
+    try:
+        _generate(model, ids, frames, max_new_tokens=3, min_new_tokens=3)
+    finally:
+        hook.remove()
+    prefill, first_decode = seen[0], seen[1]
+    assert prefill.shape[1] == short and int(prefill[0, -1]) == full - 1  # original positions, RoPE gaps kept
+    assert bool((prefill[0, 1:] > prefill[0, :-1]).all()) and int(prefill[0].diff().max()) > 1
+    assert first_decode.tolist() == [[full]]  # decoding continues at the full-length position
+
+
+def test_generate_with_and_without_cache_agree_under_merging(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids, frames = video_prompt_ids(tokenizer), random_frames(6, seed=2)
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.25, tau=0.8, merge_layer=2, merge_ratio=0.5))
+    cached = _generate(model, ids, frames, max_new_tokens=8)
+    uncached = _generate(model, ids, frames, max_new_tokens=8, use_cache=False)
+    assert torch.equal(cached, uncached)
+    first = _logits(model, ids, frames).logits[0, -1].argmax()
+    assert cached[0, 0] == first
+
+
+def test_eager_attention_masks_are_cut_to_the_survivors(tiny_ov):
+    tokenizer, sdpa, _, _ = load(tiny_ov)
+    _, eager, _, _ = load(tiny_ov, attn_implementation="eager")
+    ids, frames = video_prompt_ids(tokenizer), random_frames(4, seed=5)
+    config = holitom.HoliTomConfig(retain_ratio=0.3, tau=0.8, merge_layer=2, merge_ratio=0.5)
+    for model in (sdpa, eager):
+        holitom.apply(model, config)
+    a, b = _logits(sdpa, ids, frames).logits, _logits(eager, ids, frames).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert torch.equal(_generate(sdpa, ids, frames), _generate(eager, ids, frames))
+
+
+def test_inner_scores_are_the_last_token_attention_row(tiny_ov):
+    """The hook's scores equal layer K-1's eager attention probabilities of the last prompt token."""
+    tokenizer, model, _, _ = load(tiny_ov, attn_implementation="eager")
+    ids, frames = video_prompt_ids(tokenizer), random_frames(3)
+    recorded = {}
+
+    def keep_all(hidden, scores):
+        recorded["scores"] = scores.clone()
+        return torch.arange(hidden.shape[0]), hidden
+
+    inner = InnerReduction(model, 3, keep_all, "probe")
+    try:
+        out = _logits(model, ids, frames, output_attentions=True)
+    finally:
+        inner.remove()
+    (start, length), = model.mm_state["visual_spans"][0]
+    expected = out.attentions[2][0, :, -1, start : start + length].mean(0)
+    torch.testing.assert_close(recorded["scores"], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_loss_with_labels_under_inner_merging(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids = video_prompt_ids(tokenizer)
+    answer = torch.tensor([tokenizer("The answer is B")["input_ids"]])
+    full = torch.cat([ids, answer], dim=1)
+    labels = full.clone()
+    labels[:, : ids.shape[1]] = -100
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.5, tau=0.9, merge_layer=2, merge_ratio=0.5))
+    out = _logits(model, full, random_frames(2), labels=labels)
+    logits = out.logits[0, -answer.shape[1] - 1 : -1]
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(logits, answer[0]))
+
+
+def test_remove_restores_vanilla_and_models_stay_independent(tiny_ov):
+    tokenizer, a, _, _ = load(tiny_ov)
+    _, b, _, _ = load(tiny_ov)
+    ids, frames = video_prompt_ids(tokenizer), random_frames(4)
+    vanilla = _logits(b, ids, frames).logits
+    holitom.apply(a, holitom.HoliTomConfig(retain_ratio=0.2, merge_layer=2))
+    holitom.apply(b, holitom.HoliTomConfig(retain_ratio=0.5, merge_layer=None))
+    merged_a = _logits(a, ids, frames)
+    assert a.mm_state["inner"]["visual_kept"] < a.mm_state["visual_tokens"][0]
+    _logits(b, ids, frames)
+    assert "inner" not in b.mm_state and b.mm_state["visual_tokens"][0] > a.mm_state["visual_tokens"][0]
+    holitom.remove(b)
+    assert torch.equal(_logits(b, ids, frames).logits, vanilla)
+    assert torch.equal(_logits(a, ids, frames).logits, merged_a.logits)  # a unaffected by b's changes
+    holitom.remove(a)
+    assert torch.equal(_logits(a, ids, frames).logits, vanilla)
+    assert not a.get_model().layers[1]._forward_pre_hooks and not a.get_vision_tower().encoder_layers[-1]._forward_pre_hooks
+
+
+def test_batch_of_two_with_video_is_a_clear_error(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids = video_prompt_ids(tokenizer)
+    holitom.apply(model, holitom.HoliTomConfig(merge_layer=2))
+    with pytest.raises(ValueError, match="batch size 1"), torch.no_grad():
+        model.generate(torch.cat([ids, ids]), images=[random_frames(2), random_frames(2)], modalities=["video"] * 2, max_new_tokens=2)
+
+
+def _reference_probe_scores(model, frames):
+    """Received attention of the last kept SigLIP layer via transformers' eager attention (independent path)."""
+    tower = model.get_vision_tower()
+    captured = {}
+    hook = tower.encoder_layers[-1].register_forward_pre_hook(lambda _m, args: captured.update(x=args[0]))
+    with torch.no_grad():
+        tower(frames)
+    hook.remove()
+    layer = tower.encoder_layers[-1]
+    tower.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            _, weights = layer.self_attn(layer.layer_norm1(captured["x"]))
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    return weights.mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize("fixture", ["ov_model", "video_model"])
+def test_holitom_video_tokens_equal_compress_video_on_the_model_inputs(fixture, request):
+    tokenizer, model, _, _ = request.getfixturevalue(fixture)
+    frames = random_frames(6, seed=1)
+    config = holitom.HoliTomConfig(retain_ratio=0.2, tau=0.8, merge_layer=None)
+    with torch.no_grad():
+        pooled = model.get_2dPool(model.encode_images(frames))
+        scores = model.get_2dPool(_reference_probe_scores(model, frames)[..., None]).squeeze(-1)
+        newline = model.get_model().image_newline
+        if model.config.mm_newline_position == "grid":
+            expected = compress_video(pooled, scores, config, newline=newline)
+        else:
+            expected = torch.cat([compress_video(pooled, scores, config), newline[None]])
+        holitom.apply(model, config)
+        got = model.video_tokens(frames)
+    assert got.shape == expected.shape and got.shape[0] < pooled.shape[0] * pooled.shape[1]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_visionzip_and_fastv_installs(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids, frames = video_prompt_ids(tokenizer), random_frames(4)
+    vanilla = _logits(model, ids, frames).logits
+    apply_method(model, "visionzip", retain_ratio=1.0)
+    assert torch.equal(_logits(model, ids, frames).logits, vanilla)
+    apply_method(model, "visionzip", retain_ratio=0.1)
+    _logits(model, ids, frames)
+    assert model.mm_state["visual_tokens"] == [4 * 20 + 1]  # F × ceil(196 × 0.1) + newline
+    apply_method(model, "fastv", fastv_layer=2, fastv_keep=1.0)
+    assert torch.equal(_logits(model, ids, frames).logits, vanilla)
+    apply_method(model, "fastv", fastv_layer=2, fastv_keep=0.5)
+    out = _logits(model, ids, frames)
+    assert model.mm_state["inner"]["visual_kept"] == 4 * 196 + 1 - round((4 * 196 + 1) * 0.5)
+    assert out.logits.shape[1] < vanilla.shape[1]
+    apply_method(model, "vanilla")
+    assert torch.equal(_logits(model, ids, frames).logits, vanilla)
+    with pytest.raises(ValueError, match="valid methods"):
+        apply_method(model, "tome")
+    with pytest.raises(ValueError, match="retain_ratio"):
+        apply_method(model, "holitom", retain_ratio=1.5)
