@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from holitom.methods import METHODS, apply_method
+from holitom.methods import METHODS, apply_method, check_settings
 
 
 def method_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,6 +63,7 @@ def run_generate(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
     settings = method_settings(args)
+    check_settings(args.method, **settings)  # bad settings fail before any loading
 
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()

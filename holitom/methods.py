@@ -138,44 +138,56 @@ def apply(model: nn.Module, config: HoliTomConfig) -> nn.Module:
     return model
 
 
-def apply_method(model: nn.Module, method: str, **settings: Any) -> nn.Module:
-    """Install a method by name. Settings per method:
+def check_settings(method: str, **settings: Any) -> dict[str, Any]:
+    """Validate a method's settings without a model; returns them with defaults filled in.
 
     vanilla: none. holitom: HoliTomConfig fields. visionzip: retain_ratio, contextual_share.
     fastv: fastv_layer (K, default 2), fastv_keep (R, default 0.5).
     """
-    if method not in METHODS:
+    valid = {
+        "vanilla": set(),
+        "holitom": {f.name for f in dataclasses.fields(HoliTomConfig)},
+        "visionzip": {"retain_ratio", "contextual_share"},
+        "fastv": {"fastv_layer", "fastv_keep"},
+    }
+    if method not in valid:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    if method == "vanilla":
-        if settings:
-            raise ValueError(f"method 'vanilla' takes no settings, got {sorted(settings)}")
-        remove(model)
-        return model
+    unknown = set(settings) - valid[method]
+    if unknown:
+        raise ValueError(f"unknown {method} settings {sorted(unknown)}; valid: {', '.join(sorted(valid[method])) or 'none'}")
+    if method == "holitom":
+        return dataclasses.asdict(HoliTomConfig(**settings))
+    if method == "visionzip":
+        ratio = settings.get("retain_ratio", 0.10)
+        share = settings.get("contextual_share", VISIONZIP_CONTEXTUAL_SHARE)
+        visionzip_budget(1, ratio, share)  # validates both values with a clear error
+        return {"retain_ratio": ratio, "contextual_share": share}
+    if method == "fastv":
+        layer = settings.get("fastv_layer", FASTV_DEFAULT_LAYER)
+        keep = settings.get("fastv_keep", FASTV_DEFAULT_KEEP)
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+            raise ValueError(f"fastv_layer={layer!r}: must be an integer ≥ 1")
+        if not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
+            raise ValueError(f"fastv_keep={keep!r}: must be in (0, 1]")
+        return {"fastv_layer": layer, "fastv_keep": float(keep)}
+    return {}
+
+
+def apply_method(model: nn.Module, method: str, **settings: Any) -> nn.Module:
+    """Install a method by name (see `check_settings` for each method's settings)."""
+    settings = check_settings(method, **settings)
     if method == "holitom":
         return apply(model, HoliTomConfig(**settings))
     remove(model)
     if method == "visionzip":
-        unknown = set(settings) - {"retain_ratio", "contextual_share"}
-        if unknown:
-            raise ValueError(f"unknown visionzip settings {sorted(unknown)}; valid: retain_ratio, contextual_share")
-        ratio = settings.get("retain_ratio", 0.10)
-        share = settings.get("contextual_share", VISIONZIP_CONTEXTUAL_SHARE)
-        visionzip_budget(1, ratio, share)  # validates both values with a clear error now
         probe = VisionAttentionProbe(model)
-        model.video_token_compressor = VisionZipVideoCompressor(ratio, share, probe)
-        model.__dict__[_ATTR] = Installed("visionzip", {"retain_ratio": ratio, "contextual_share": share}, probe=probe)
-        return model
-    unknown = set(settings) - {"fastv_layer", "fastv_keep"}
-    if unknown:
-        raise ValueError(f"unknown fastv settings {sorted(unknown)}; valid: fastv_layer, fastv_keep")
-    layer = int(settings.get("fastv_layer", FASTV_DEFAULT_LAYER))
-    keep = float(settings.get("fastv_keep", FASTV_DEFAULT_KEEP))
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"fastv_keep={keep!r}: must be in (0, 1]")
-    inner = None
-    if layer < _num_layers(model):
-        inner = InnerReduction(model, layer, fastv_reducer(keep), "fastv")
-    model.__dict__[_ATTR] = Installed("fastv", {"fastv_layer": layer, "fastv_keep": keep}, inner=inner)
+        model.video_token_compressor = VisionZipVideoCompressor(settings["retain_ratio"], settings["contextual_share"], probe)
+        model.__dict__[_ATTR] = Installed("visionzip", settings, probe=probe)
+    elif method == "fastv":
+        inner = None
+        if settings["fastv_layer"] < _num_layers(model):
+            inner = InnerReduction(model, settings["fastv_layer"], fastv_reducer(settings["fastv_keep"]), "fastv")
+        model.__dict__[_ATTR] = Installed("fastv", settings, inner=inner)
     return model
 
 

@@ -102,7 +102,7 @@ def compress_video_with_info(
     total = num_frames * num_tokens
     rho = min(config.retain_ratio / ((total - reduced) / total), 1.0)
     stable = similarity > config.tau  # (F-1, N)
-    scores = attention.float()
+    scores = attention.to(device=device, dtype=torch.float32)
     all_positions = torch.arange(num_tokens, device=device)
 
     tokens: list[Tensor] = []
@@ -110,11 +110,12 @@ def compress_video_with_info(
     frames: list[Tensor] = []
     kinds: list[Tensor] = []
 
-    def emit(x: Tensor, pos: Tensor, frame: Tensor, kind: int) -> None:
+    def emit(x: Tensor, pos: Tensor, frame: Tensor, kind: Tensor) -> None:
+        """Appends tokens x (..., C) with their positions, frames and kinds (all shaped like x[..., 0])."""
         tokens.append(x.reshape(-1, channels))
         positions.append(pos.reshape(-1))
         frames.append(frame.reshape(-1))
-        kinds.append(torch.full((pos.numel(),), kind, dtype=torch.long, device=device))
+        kinds.append(kind.reshape(-1))
 
     for start, end in segments:
         width = end - start + 1
@@ -127,10 +128,16 @@ def compress_video_with_info(
             static_pos = static_mask.nonzero().squeeze(1)
             num_centres = round(static_pos.numel() * rho)
             if num_centres > 0:
-                static = clip[:, static_pos].float().mean(0).to(features.dtype)  # (n_static, C)
+                # float32 accumulation without a float32 copy of the window
+                static = clip.mean(0, dtype=torch.float32)[static_pos].to(features.dtype)  # (n_static, C)
                 k = min(config.knn, num_centres)
                 merged, centres = cluster_merge(static, num_centres, k, config.beta)
-                emit(merged, static_pos[centres], torch.full_like(centres, start), STATIC)
+                emit(
+                    merged,
+                    static_pos[centres],
+                    torch.full_like(centres, start),
+                    torch.full_like(centres, STATIC),
+                )
         else:
             dynamic_pos = all_positions
 
@@ -146,7 +153,6 @@ def compress_video_with_info(
         top = select_top_scores(dyn_scores, dominant)  # (w, dominant) indices into dynamic_pos
         kept_pos = dynamic_pos[top]
         kept = clip[rows, kept_pos]  # (w, dominant, C) exact copies
-        frame_ids = (rows + start).expand(width, budget)
         kept_kinds = [DOMINANT] * dominant
         if contextual > 0:
             chosen = torch.zeros(width, n, dtype=torch.bool, device=device).scatter_(1, top, True)
@@ -158,10 +164,8 @@ def compress_video_with_info(
             kept = torch.cat([kept, merged], 1)
             kept_pos = torch.cat([kept_pos, rest_pos.gather(1, centres)], 1)
             kept_kinds += [CONTEXTUAL] * contextual
-        tokens.append(kept.reshape(-1, channels))
-        positions.append(kept_pos.reshape(-1))
-        frames.append(frame_ids.reshape(-1))
-        kinds.append(_long(kept_kinds, device).repeat(width))
+        frame_ids = (rows + start).expand(width, budget)
+        emit(kept, kept_pos, frame_ids, _long(kept_kinds, device).expand(width, budget))
 
     out = torch.cat(tokens) if tokens else features.new_zeros(0, channels)
     out_pos = torch.cat(positions) if positions else _long([], device)

@@ -86,12 +86,13 @@ def _merge_with_distances(x: Tensor, centre_idx: Tensor, to_centres: Tensor, bet
         return centres
     assign = to_centres.argmin(-1)  # (B, m); the lowest centre index among equally near ones
     is_centre = torch.zeros(batch, m, dtype=torch.bool, device=x.device).scatter_(1, centre_idx, True)
-    # Centres are their own cluster but not their own member: only non-centres are summed.
+    # Centres are their own cluster but not their own member: only non-centres are summed, through a
+    # (B, c, m) membership matrix so the sum is one batched matmul.
     weight = (~is_centre).float()  # (B, m)
-    sums = torch.zeros(batch, num_centres, channels, dtype=torch.float32, device=x.device)
-    sums.scatter_add_(1, assign.unsqueeze(-1).expand(batch, m, channels), x.float() * weight.unsqueeze(-1))
-    counts = torch.zeros(batch, num_centres, dtype=torch.float32, device=x.device)
-    counts.scatter_add_(1, assign, weight)
+    members = torch.zeros(batch, num_centres, m, dtype=torch.float32, device=x.device)
+    members.scatter_(1, assign.unsqueeze(1), weight.unsqueeze(1))
+    sums = torch.bmm(members, x.float())  # (B, c, C)
+    counts = members.sum(-1)  # (B, c)
     merged = beta * centres.float() + (1.0 - beta) * sums / counts.clamp(min=1.0).unsqueeze(-1)
     # memberless centres are returned as they are (no float32 round trip)
     return torch.where((counts > 0).unsqueeze(-1), merged.to(x.dtype), centres)
