@@ -18,7 +18,7 @@ from torch import Tensor
 
 from holitom.config import HoliTomConfig
 from holitom.spatial import cluster_merge, select_top_scores
-from holitom.temporal import frame_similarity, segment_frames
+from holitom.temporal import check_features, frame_similarity, segment_frames
 
 # Values of OuterResult.kinds.
 STATIC, DOMINANT, CONTEXTUAL, NEWLINE = 0, 1, 2, 3
@@ -61,12 +61,7 @@ class OuterResult:
 
 def _validate(features: Tensor, attention: Tensor, config: HoliTomConfig, newline: Tensor | None) -> int:
     """Checks the inputs; returns the grid side (0 for the one_token layout)."""
-    if not isinstance(features, Tensor) or features.dim() != 3:
-        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-        raise ValueError(f"features must be a 3-D tensor (F, N, C), got {shape}")
-    if not features.is_floating_point():
-        raise ValueError(f"features must be a floating-point tensor, got dtype {features.dtype}")
-    num_frames, num_tokens, channels = features.shape
+    num_frames, num_tokens, channels = check_features(features)
     if num_frames == 0 or num_tokens == 0 or channels == 0:
         raise ValueError(f"features must have F, N, C > 0, got shape {tuple(features.shape)}")
     if not isinstance(attention, Tensor) or tuple(attention.shape) != (num_frames, num_tokens):

@@ -15,6 +15,17 @@ from torch import Tensor
 _CHUNK_VALUES = 1 << 20
 
 
+def check_features(features: Tensor) -> tuple[int, int, int]:
+    """ValueError unless features is a floating (F, N, C) tensor; returns (F, N, C)."""
+    if not isinstance(features, Tensor) or features.dim() != 3:
+        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"features must be a 3-D tensor (F, N, C), got {shape}")
+    if not features.is_floating_point():
+        raise ValueError(f"features must be a floating-point tensor, got dtype {features.dtype}")
+    num_frames, num_tokens, channels = features.shape
+    return num_frames, num_tokens, channels
+
+
 def frame_similarity(features: Tensor) -> Tensor:
     """Cosine similarity of each token with the same position in the next frame.
 
@@ -22,12 +33,7 @@ def frame_similarity(features: Tensor) -> Tensor:
     S[t, p] = <X[t, p], X[t+1, p]> / (max(||X[t, p]||, eps) · max(||X[t+1, p]||, eps)), eps = 1e-12,
     i.e. the dot product of L2-normalised vectors (a zero vector has similarity 0), all in float32.
     """
-    if not isinstance(features, Tensor) or features.dim() != 3:
-        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-        raise ValueError(f"features must be a 3-D tensor (F, N, C), got {shape}")
-    if not features.is_floating_point():
-        raise ValueError(f"features must be a floating-point tensor, got dtype {features.dtype}")
-    num_frames, num_tokens, channels = features.shape
+    num_frames, num_tokens, channels = check_features(features)
     out = torch.empty(max(num_frames - 1, 0), num_tokens, dtype=torch.float32, device=features.device)
     if num_frames < 2:
         return out
