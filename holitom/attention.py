@@ -18,9 +18,9 @@ def received_attention(queries: torch.Tensor, keys: torch.Tensor, scaling: float
         raise ValueError(f"queries and keys must both be (B, H, P, hd), got {tuple(queries.shape)} and {tuple(keys.shape)}")
     out = []
     for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk].float()
+        q = queries[start : start + chunk].float() * scaling  # scale the P×hd side, not the P×P logits
         k = keys[start : start + chunk].float()
-        probs = torch.softmax(q @ k.transpose(-1, -2) * scaling, dim=-1)  # (b, H, P, P)
+        probs = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (b, H, P, P)
         out.append(probs.mean(dim=(1, 2)))
     return torch.cat(out)
 

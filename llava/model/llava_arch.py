@@ -165,6 +165,8 @@ class LlavaMetaForCausalLM:
             raise ValueError(f"images must be a tensor or a list of tensors, got {type(images).__name__}")
         if modalities is None:
             modalities = ["image"] * len(items)
+        elif isinstance(modalities, str):
+            modalities = [modalities]  # lmms-eval's llava_vid passes modalities="video"
         modalities = list(modalities)
         if len(modalities) < len(items):
             # LLaVA-NeXT callers pass one modality for the whole batch; repeat the last one.

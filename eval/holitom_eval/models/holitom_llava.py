@@ -1,0 +1,428 @@
+"""`holitom_llava`: an lmms-eval model that runs our `llava` package with a token-reduction method.
+
+    python -m lmms_eval --model holitom_llava \\
+        --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.10,tau=0.65 \\
+        --tasks mvbench --batch_size 1
+
+Model args are validated by `holitom_eval.settings.parse_model_args` (unknown name → error listing the
+valid ones). Videos are sampled uniformly with `llava.video.load_video`; prompts use the llava conversation
+template; generation is greedy unless the task says otherwise. Batch size 1 (inner-LLM merging works on one
+sequence). Under `accelerate launch --num_processes N` every process holds a full model on its own GPU and
+lmms-eval splits the documents by rank; `device_map=auto` instead shards one model over all visible GPUs in
+a single process (72B).
+
+Per request it records the visual tokens entering the LLM, those left after inner merging, and the prefill
+FLOPs those counts give (paper formula, `holitom.flops.actual_prefill_flops`): logged as a summary, returned
+to lmms-eval as token counts, and written to `<stats_dir>/holitom_samples_rank<R>.jsonl` when `stats_dir` is
+set; `<stats_dir>/holitom_run.json` holds the settings and the paper-style FLOPs of the configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from loguru import logger as eval_logger
+from PIL import Image
+from tqdm import tqdm
+
+from holitom.flops import actual_prefill_flops, get_shape, method_flops
+from holitom.methods import apply_method
+from holitom_eval.settings import PluginSettings, parse_model_args
+
+STATS_ENV = "HOLITOM_STATS_DIR"
+
+
+class HoliTomLlava(lmms):
+    """LLaVA-OneVision / LLaVA-Video (our `llava` package) with vanilla, HoliTom, VisionZip or FastV."""
+
+    is_simple = True
+
+    def __init__(self, **model_args: Any) -> None:
+        super().__init__()
+        self.settings: PluginSettings = parse_model_args(model_args)
+        s = self.settings
+        from llava.conversation import conv_templates
+
+        if s.conv_template not in conv_templates:
+            raise ValueError(
+                f"conv_template={s.conv_template!r}: valid templates are {sorted(conv_templates)}"
+            )
+        self.conv_template = s.conv_template
+        self.max_frames_num = s.max_frames_num
+
+        accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
+        device, device_map = self._placement(accelerator)
+        dtype = s.torch_dtype or (
+            "float16" if (device_map == "auto" or device.startswith("cuda")) else "float32"
+        )
+
+        from llava.model.builder import load_pretrained_model
+
+        self._tokenizer, self._model, self._image_processor, self._max_length = load_pretrained_model(
+            s.pretrained,
+            None,
+            "llava_qwen",
+            device_map=device_map,
+            torch_dtype=dtype,
+            attn_implementation=s.attn_implementation,
+            overwrite_config=dict(s.overwrite_config) or None,
+        )
+        self._model.eval()
+        apply_method(self._model, s.method, **s.method_settings)
+        self._device = self._model.get_model().embed_tokens.weight.device
+
+        if accelerator.num_processes > 1:
+            # Data parallel: one full model per process, documents split by rank; no gradient sync needed.
+            self.accelerator = accelerator
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
+        else:
+            self._rank, self._world_size = 0, 1
+
+        self.shape = get_shape(self._model.config.to_dict())
+        self.paper_flops = self._paper_flops()
+        self.stats_dir = s.stats_dir or os.environ.get(STATS_ENV) or None
+        self._totals = {"requests": 0, "visual_tokens": 0, "visual_kept": 0, "tflops": 0.0}
+        if self.stats_dir:
+            os.makedirs(self.stats_dir, exist_ok=True)
+            if self._rank == 0:
+                self._write_run_record(dtype, device_map)
+        if self._rank == 0:
+            summary = self.paper_flops.summary() if self.paper_flops else "n/a"
+            eval_logger.info(
+                f"holitom_llava: method={s.method} {s.method_settings}; paper-style FLOPs: {summary}"
+            )
+
+    # ---- placement ---------------------------------------------------------------------------------
+    def _placement(self, accelerator: Accelerator) -> tuple[str, str]:
+        """(device, device_map) for this process, the way lmms-eval's llava wrappers place models."""
+        s = self.settings
+        if accelerator.num_processes > 1:
+            if s.device_map == "auto":
+                raise ValueError(
+                    "device_map=auto shards one model over all GPUs in a single process; "
+                    "do not combine it with accelerate launch --num_processes > 1"
+                )
+            if accelerator.distributed_type not in (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+                raise ValueError(
+                    f"holitom_llava supports plain data parallelism (MULTI_GPU / MULTI_CPU), "
+                    f"not {accelerator.distributed_type}; run `accelerate launch` without FSDP/DeepSpeed"
+                )
+            if torch.cuda.is_available() and s.device != "cpu":
+                device = f"cuda:{accelerator.local_process_index}"
+            else:
+                device = "cpu"
+            return device, device
+        if s.device_map == "auto":
+            return s.device or ("cuda" if torch.cuda.is_available() else "cpu"), "auto"
+        device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return device, s.device_map or device
+
+    # ---- FLOPs and records ---------------------------------------------------------------------------
+    def _paper_flops(self):
+        """Prefill FLOPs of this configuration as the paper counts them (None if not countable)."""
+        s, shape = self.settings, self.shape
+        kwargs: dict[str, Any] = {}
+        if s.method == "holitom":
+            cfg = s.holitom_config()
+            kwargs["retain_ratio"] = cfg.retain_ratio
+            if cfg.merge_layer is not None and cfg.merge_layer < shape.num_layers:
+                kwargs.update(merge_layer=cfg.merge_layer, merge_ratio=cfg.merge_ratio)
+        elif s.method == "visionzip":
+            kwargs["retain_ratio"] = s.method_settings.get("retain_ratio", 0.10)
+        elif s.method == "fastv":
+            kwargs = {
+                k: s.method_settings[k] for k in ("fastv_layer", "fastv_keep") if k in s.method_settings
+            }
+        try:
+            return method_flops(shape, frames=s.max_frames_num, method=s.method, **kwargs)
+        except ValueError as exc:
+            eval_logger.warning(f"holitom_llava: no paper-style FLOPs for this configuration: {exc}")
+            return None
+
+    def _write_run_record(self, dtype: str, device_map: str) -> None:
+        s = self.settings
+        record = {
+            "model": "holitom_llava",
+            "pretrained": s.pretrained,
+            "method": s.method,
+            "method_settings": s.method_settings,
+            "holitom_config": asdict(s.holitom_config()) if s.method == "holitom" else None,
+            "max_frames_num": s.max_frames_num,
+            "overwrite_config": s.overwrite_config,
+            "torch_dtype": dtype,
+            "device_map": device_map,
+            "world_size": self._world_size,
+            "shape": asdict(self.shape),
+            "paper_flops": asdict(self.paper_flops) if self.paper_flops else None,
+        }
+        with open(os.path.join(self.stats_dir, "holitom_run.json"), "w") as fh:
+            json.dump(record, fh, indent=2)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """Add the measured counts of the last forward/generate to `record`, keep totals, append to file."""
+        state = self.model.mm_state
+        visual_in = int(sum(state.get("visual_tokens") or []))
+        inner = state.get("inner")
+        kept = int(inner["visual_kept"]) if inner else None
+        layer = int(inner["layer"]) if inner else None
+        record.update(
+            pooled_tokens=int(sum(state.get("pooled_tokens") or [])),
+            visual_tokens=visual_in,
+            inner_layer=layer,
+            visual_kept=kept,
+            prompt_tokens=int((state.get("prompt_length") or [0])[0]),
+            tflops=actual_prefill_flops(self.shape, visual_in, kept, layer) / 1e12,
+        )
+        totals = self._totals
+        totals["requests"] += 1
+        totals["visual_tokens"] += visual_in
+        totals["visual_kept"] += visual_in if kept is None else kept
+        totals["tflops"] += record["tflops"]
+        if self.stats_dir:
+            path = os.path.join(self.stats_dir, f"holitom_samples_rank{self._rank}.jsonl")
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def _log_totals(self, what: str) -> None:
+        t = self._totals
+        if t["requests"] and self._rank == 0:
+            n = t["requests"]
+            eval_logger.info(
+                f"holitom_llava {what}: {n} requests on rank 0, mean visual tokens {t['visual_tokens'] / n:.1f} "
+                f"(after inner reduction {t['visual_kept'] / n:.1f}), mean prefill {t['tflops'] / n:.3f} TFLOPs"
+            )
+
+    # ---- lmms-eval interface ----------------------------------------------------------------------------
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def eot_token_id(self) -> int:
+        return self._tokenizer.eos_token_id
+
+    # ---- inputs ----------------------------------------------------------------------------------------
+    def _load_video(self, path: str, task: str, doc_id: int) -> torch.Tensor:
+        from llava.video import VideoLoadError, load_video
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            hf_home = os.path.expanduser(os.environ.get("HF_HOME", "~/.cache/huggingface"))
+            raise FileNotFoundError(
+                f"task {task!r}, doc {doc_id}: video not found at {path} (the path lmms-eval's task built; "
+                f"task videos live under HF_HOME={hf_home}). Download and unpack the benchmark videos there "
+                f"(see docs/reproduce.md)"
+            )
+        try:
+            frames, _ = load_video(path, self.max_frames_num, backend=self.settings.video_backend)
+        except VideoLoadError as exc:
+            raise ValueError(f"task {task!r}, doc {doc_id}: {exc}") from exc
+        pixels = self._image_processor.preprocess(frames, return_tensors="pt")["pixel_values"]
+        return pixels.to(device=self.device, dtype=self.model.dtype)
+
+    def _visual_inputs(self, visuals: Any, task: str, doc_id: int) -> tuple[list[torch.Tensor], list[str]]:
+        """doc_to_visual output → (tensors, modalities): video paths → frames, PIL images → one tile each."""
+        if visuals is None:
+            return [], []
+        if not isinstance(visuals, (list, tuple)):
+            visuals = [visuals]
+        tensors, modalities = [], []
+        for item in visuals:
+            if isinstance(item, (str, os.PathLike)):
+                tensors.append(self._load_video(item, task, doc_id))
+                modalities.append("video")
+            elif isinstance(item, Image.Image):
+                pixels = self._image_processor.preprocess(item, return_tensors="pt")["pixel_values"]
+                tensors.append(pixels.to(device=self.device, dtype=self.model.dtype))
+                modalities.append("image")
+            else:
+                raise ValueError(
+                    f"task {task!r}, doc {doc_id}: unsupported visual input {type(item).__name__}; "
+                    "holitom_llava takes video file paths and PIL images"
+                )
+        return tensors, modalities
+
+    def _doc_visuals(self, doc_to_visual, doc_id: int, task: str, split: str) -> Any:
+        doc = self.task_dict[task][split][doc_id]
+        try:
+            return doc_to_visual(doc)
+        except SystemExit as exc:
+            # Some task utils (egoschema, videomme) sys.exit() with the missing path; make it an error.
+            hf_home = os.path.expanduser(os.environ.get("HF_HOME", "~/.cache/huggingface"))
+            raise FileNotFoundError(
+                f"task {task!r}, doc {doc_id}: {exc.code} (task videos live under HF_HOME={hf_home}; "
+                "see docs/reproduce.md)"
+            ) from None
+
+    def _prompt_ids(self, context: str, n_visual: int) -> torch.Tensor:
+        from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+        from llava.conversation import conv_templates
+        from llava.mm_utils import tokenizer_image_token
+
+        if n_visual and DEFAULT_IMAGE_TOKEN not in context:
+            context = " ".join([DEFAULT_IMAGE_TOKEN] * n_visual) + "\n" + context
+        conv = conv_templates[self.conv_template].copy()
+        conv.append_message(conv.roles[0], context)
+        conv.append_message(conv.roles[1], None)
+        ids = tokenizer_image_token(
+            conv.get_prompt(), self._tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt"
+        )
+        return ids[None].to(self.device)
+
+    def _reset_state(self) -> None:
+        # Per-request records: drop what an earlier request left in the model's multimodal state.
+        for key in ("inner", "outer", "visual_tokens", "pooled_tokens", "prompt_length"):
+            self.model.mm_state.pop(key, None)
+
+    # ---- requests -------------------------------------------------------------------------------------
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        results = []
+        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="holitom_llava generate")
+        for request in requests:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            visuals = self._doc_visuals(doc_to_visual, doc_id, task, split)
+            tensors, modalities = self._visual_inputs(visuals, task, doc_id)
+            input_ids = self._prompt_ids(context, len(tensors))
+            kwargs, until = _generation_kwargs(gen_kwargs)
+            pad = self._tokenizer.pad_token_id
+            self._reset_state()
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    images=tensors or None,
+                    modalities=modalities or None,
+                    pad_token_id=self._tokenizer.eos_token_id if pad is None else pad,
+                    **kwargs,
+                )
+            text = _cut_at_stop(self._tokenizer.decode(out[0], skip_special_tokens=True).strip(), until)
+            record = {
+                "task": task,
+                "doc_id": doc_id,
+                "request": "generate_until",
+                "seconds": time.perf_counter() - start,
+            }
+            self._record(record)
+            record["output_tokens"] = int(out.shape[1])
+            results.append(
+                GenerationResult(
+                    text, TokenCounts(input_tokens=record["prompt_tokens"], output_tokens=int(out.shape[1]))
+                )
+            )
+            bar.update(1)
+        bar.close()
+        self._log_totals("generate_until")
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """Sum of log-probabilities of the continuation's tokens given the prompt, and whether greedy
+        decoding reproduces it. (lmms-eval's stock llava wrappers return the mean loss instead.)"""
+        results = []
+        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="holitom_llava loglikelihood")
+        for request in requests:
+            context, target, doc_to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            continuation = target if isinstance(target, str) else target(doc)
+            visuals = self._doc_visuals(doc_to_visual, doc_id, task, split)
+            tensors, modalities = self._visual_inputs(visuals, task, doc_id)
+            prompt = self._prompt_ids(context, len(tensors))
+            cont = torch.tensor(
+                self._tokenizer.encode(continuation, add_special_tokens=False), dtype=torch.long
+            )
+            if cont.numel() == 0:
+                raise ValueError(f"task {task!r}, doc {doc_id}: empty continuation {continuation!r}")
+            cont = cont[None].to(self.device)
+            ids = torch.cat([prompt, cont], dim=1)
+            n = cont.shape[1]
+            self._reset_state()
+            start = time.perf_counter()
+            with torch.inference_mode():
+                # The continuation ends the sequence, so its predictions are the last n+1 logits whatever a
+                # reduction method removed from the visual span.
+                logits = (
+                    self.model(
+                        input_ids=ids,
+                        images=tensors or None,
+                        modalities=modalities or None,
+                        logits_to_keep=n + 1,
+                    )
+                    .logits[0, :n]
+                    .float()
+                )
+            logprobs = torch.log_softmax(logits, dim=-1)
+            target_ids = cont[0]
+            total = float(logprobs.gather(-1, target_ids[:, None]).sum())
+            greedy = bool((logprobs.argmax(dim=-1) == target_ids).all())
+            self._record(
+                {
+                    "task": task,
+                    "doc_id": doc_id,
+                    "request": "loglikelihood",
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            results.append((total, greedy))
+            bar.update(1)
+        bar.close()
+        self._log_totals("loglikelihood")
+        return results
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError("holitom_llava does not implement multi-round generation tasks")
+
+
+def _generation_kwargs(gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Task generation kwargs → (kwargs for generate, stop strings). Greedy unless do_sample is set."""
+    kwargs = dict(gen_kwargs or {})
+    until = kwargs.pop("until", None) or []
+    if isinstance(until, str):
+        until = [until]
+    kwargs.pop("image_aspect_ratio", None)
+    kwargs.setdefault("max_new_tokens", 1024)
+    if not kwargs.get("do_sample", False):
+        kwargs["do_sample"] = False
+        for name in ("temperature", "top_p", "top_k"):
+            kwargs.pop(name, None)
+    kwargs.setdefault("num_beams", 1)
+    return kwargs, [s for s in until if s]
+
+
+def _cut_at_stop(text: str, until: list[str]) -> str:
+    """Text up to the first stop string (lmms-eval's `until` contract)."""
+    cut = min((i for i in (text.find(s) for s in until) if i >= 0), default=len(text))
+    return text[:cut]

@@ -1,0 +1,557 @@
+"""The sweep runner behind `scripts/eval_*.sh` and `scripts/sweep.py`: configs/*.yaml → lmms-eval runs.
+
+A config names a checkpoint, the lmms-eval tasks, model args shared by every run, and the runs: a `runs`
+list and/or a `base` with `grids` (each grid a cartesian product over its keys, merged over `base`).
+A `smoke` section replaces any of these for `--smoke` (a tiny checkpoint, synthetic videos, the local
+smoke tasks, CPU). Each run gets its own folder `OUT/<run name>/` with `run.json` (what was run),
+`log.txt` (lmms-eval's output), lmms-eval's result files under `lmms_eval/`, the model's per-sample
+records, and `holitom_done.json` once lmms-eval has written its results. A restart skips finished runs;
+a failing run is reported and the sweep goes on; the exit status is 1 if any run failed.
+
+Environment variables override the config (command-line flags override both): MODEL, TASKS, OUT, GPUS,
+LIMIT, FRAMES, RUNS, DEVICE, DTYPE, SMOKE, PYTHON, PORT, LMMS_EVAL_ARGS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from holitom_eval import MODEL_NAME, TASKS_DIR
+from holitom_eval.settings import format_model_args, parse_model_args
+
+TOP_KEYS = {
+    "name",
+    "description",
+    "model",
+    "lmms_model",
+    "tasks",
+    "model_args",
+    "runs",
+    "base",
+    "grids",
+    "data_parallel",
+    "smoke",
+}
+SMOKE_KEYS = {"model_kind", "model_args", "tasks", "runs", "base", "grids"}
+RUN_KEYS = {"name", "lmms_model", "tasks", "model_args"}  # everything else in a run is a model arg
+SHORT = {"retain_ratio": "rho", "merge_layer": "K", "merge_ratio": "r", "tau": "tau", "beta": "beta"}
+DONE_FILE = "holitom_done.json"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SMOKE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@dataclass
+class Run:
+    """One lmms-eval invocation. `error` is set when the config entry is invalid (reported, not run)."""
+
+    name: str
+    lmms_model: str
+    model_args: dict[str, Any]
+    tasks: list[str]
+    error: str | None = None
+
+    def fingerprint(self, limit: int | None) -> str:
+        payload = json.dumps(
+            [self.lmms_model, self.model_args, self.tasks, limit], sort_keys=True, default=str
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    name: str
+    runs: list[Run]
+    data_parallel: bool = True
+    smoke: bool = False
+    model_kind: str = "onevision"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and shape-check a config file (unknown keys name themselves)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config {path!r} does not exist")
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"config {path}: expected a mapping at the top level")
+    unknown = sorted(set(config) - TOP_KEYS)
+    if unknown:
+        raise ValueError(f"config {path}: unknown keys {unknown}; valid keys: {sorted(TOP_KEYS)}")
+    smoke = config.get("smoke") or {}
+    if not isinstance(smoke, dict) or set(smoke) - SMOKE_KEYS:
+        raise ValueError(f"config {path}: smoke section keys must be among {sorted(SMOKE_KEYS)}")
+    config.setdefault("name", Path(path).stem)
+    return config
+
+
+def _task_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    tasks = [t.strip() for t in value or [] if str(t).strip()]
+    if not tasks:
+        raise ValueError("no tasks given (config `tasks` or TASKS)")
+    return tasks
+
+
+def _format_value(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def expand_runs(section: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run entries of a config section: its `runs`, then `base` merged with every grid point.
+
+    Grid runs are named `<method>_<key><value>...` (e.g. holitom_tau0.65); a grid point whose settings
+    equal an earlier run's is dropped (the base point appears in every one-parameter grid).
+    """
+    entries = [dict(r) for r in section.get("runs") or []]
+    base = dict(section.get("base") or {})
+    for grid in section.get("grids") or []:
+        if not isinstance(grid, dict) or not grid:
+            raise ValueError(f"each grid must be a mapping of model arg → list of values, got {grid!r}")
+        keys = list(grid)
+        values = [v if isinstance(v, list) else [v] for v in grid.values()]
+        for point in itertools.product(*values):
+            entry = {**base, **dict(zip(keys, point))}
+            label = "_".join(f"{SHORT.get(k, k)}{_format_value(v)}" for k, v in zip(keys, point))
+            entry["name"] = f"{entry.get('method', 'holitom')}_{label}"
+            entries.append(entry)
+    seen, unique = set(), []
+    for entry in entries:
+        key = json.dumps({k: v for k, v in entry.items() if k != "name"}, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            unique.append(entry)
+    return unique
+
+
+def build_plan(
+    config: Mapping[str, Any], *, smoke: bool = False, overrides: Mapping[str, Any] | None = None
+) -> Plan:
+    """Resolve a config (its smoke section when `smoke`) and overrides into runs.
+
+    overrides: model (pretrained), tasks, frames (max_frames_num), device, dtype (torch_dtype), runs
+    (comma-separated names or globs to keep).
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
+    section: dict[str, Any] = dict(config)
+    if smoke:
+        smoke_section = config.get("smoke") or {}
+        for key in ("runs", "base", "grids", "tasks"):
+            if key in smoke_section:
+                section[key] = smoke_section[key]
+        if "runs" in smoke_section and "grids" not in smoke_section:
+            section.pop("grids", None)
+        if "grids" in smoke_section and "runs" not in smoke_section:
+            section.pop("runs", None)
+        section["model_args"] = {
+            **(config.get("model_args") or {}),
+            **(smoke_section.get("model_args") or {}),
+        }
+        if "tasks" not in smoke_section:
+            from holitom_eval.smoke import SMOKE_TASKS
+
+            section["tasks"] = list(SMOKE_TASKS)
+    shared = dict(section.get("model_args") or {})
+    if smoke:
+        # The tiny checkpoint (filled in by prepare_smoke) on CPU in float32, unless overridden.
+        shared.update(pretrained=overrides.get("model"), device="cpu", torch_dtype="float32")
+    elif "model" in overrides or section.get("model"):
+        shared["pretrained"] = overrides.get("model", section.get("model"))
+    if "frames" in overrides:
+        shared["max_frames_num"] = int(overrides["frames"])
+    if "device" in overrides:
+        shared["device"] = overrides["device"]
+    if "dtype" in overrides:
+        shared["torch_dtype"] = overrides["dtype"]
+    data_parallel = bool(section.get("data_parallel", True))
+    if not data_parallel:
+        shared.setdefault("device_map", "auto")
+    tasks = _task_list(overrides.get("tasks", section.get("tasks")))
+
+    runs = []
+    for entry in expand_runs(section):
+        name = str(entry.pop("name", "") or "")
+        lmms_model = entry.pop("lmms_model", section.get("lmms_model", MODEL_NAME))
+        run_tasks = _task_list(entry.pop("tasks")) if "tasks" in entry and "tasks" not in overrides else tasks
+        entry.pop("tasks", None)
+        model_args = {**shared, **(entry.pop("model_args", None) or {}), **entry}
+        error = None
+        if not NAME_RE.match(name):
+            error, name = f"run name {name!r} must match {NAME_RE.pattern}", name or f"run{len(runs)}"
+        elif lmms_model == MODEL_NAME:
+            try:
+                parse_model_args(model_args)
+            except ValueError as exc:
+                error = str(exc)
+        runs.append(Run(name, lmms_model, model_args, run_tasks, error))
+    names = [r.name for r in runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"config {section.get('name')}: duplicate run names {duplicates}")
+    if "runs" in overrides:
+        patterns = [p.strip() for p in str(overrides["runs"]).split(",") if p.strip()]
+        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+        if not runs:
+            raise ValueError(f"RUNS={overrides['runs']!r} matches none of the runs: {', '.join(names)}")
+    kind = (config.get("smoke") or {}).get("model_kind", "onevision") if smoke else "onevision"
+    return Plan(str(section.get("name")), runs, data_parallel, smoke, kind)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def detect_gpus(env: Mapping[str, str]) -> int:
+    """Visible GPUs: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`; 1 when none (a single CPU process)."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return max(1, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+            return max(1, sum(line.startswith("GPU") for line in out.splitlines()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lmms_command(
+    run: Run,
+    run_dir: str,
+    *,
+    python: str,
+    processes: int = 1,
+    cpu: bool = False,
+    port: int | None = None,
+    limit: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The lmms-eval command line of one run.
+
+    Several processes: `accelerate launch` on GPUs; on CPU `torch.distributed.run` (accelerate launch runs a
+    single process on CPU), which lmms-eval and the model see the same way (a gloo process group).
+    """
+    model_args = dict(run.model_args)
+    if run.lmms_model == MODEL_NAME:
+        model_args["stats_dir"] = run_dir
+    elif cpu:
+        model_args.setdefault("device_map", "auto")  # lmms-eval's llava wrappers honour --device only then
+    if processes > 1 and cpu:
+        cmd = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+        cmd += ["--master_port", str(port or free_port()), "-m", "lmms_eval"]
+    elif processes > 1:
+        cmd = [python, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+        cmd += ["--main_process_port", str(port or free_port()), "-m", "lmms_eval"]
+    else:
+        cmd = [python, "-m", "lmms_eval"]
+    cmd += ["--model", run.lmms_model, "--model_args", format_model_args(model_args)]
+    cmd += [
+        "--tasks",
+        ",".join(run.tasks),
+        "--batch_size",
+        "1",
+        "--log_samples",
+        "--log_samples_suffix",
+        run.name,
+    ]
+    cmd += ["--output_path", os.path.join(run_dir, "lmms_eval"), "--include_path", TASKS_DIR]
+    if cpu and run.lmms_model != MODEL_NAME:
+        cmd += ["--device", "cpu"]
+    if limit is not None:
+        cmd += ["--limit", str(limit)]
+    return cmd + list(extra_args)
+
+
+def plugin_installed() -> bool:
+    return any(ep.name == MODEL_NAME for ep in entry_points(group="lmms_eval.models"))
+
+
+def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of an lmms-eval process: the source tree importable, the plugin discoverable."""
+    env = dict(base)
+    env.update(extra)
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "holitom").is_dir() and (repo / "eval" / "holitom_eval").is_dir():
+        paths = [str(repo), str(repo / "eval")]
+        env["PYTHONPATH"] = os.pathsep.join(
+            paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
+    if not plugin_installed():
+        # Not pip-installed: lmms-eval's legacy plugin variable finds holitom_eval.models.AVAILABLE_MODELS.
+        plugins = [p for p in env.get("LMMS_EVAL_PLUGINS", "").split(",") if p]
+        env["LMMS_EVAL_PLUGINS"] = ",".join(plugins + ["holitom_eval"] * ("holitom_eval" not in plugins))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # done | skipped | failed | planned
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def _results_since(run_dir: str, start: float) -> list[str]:
+    found = Path(run_dir, "lmms_eval").glob("**/*_results.json")
+    return sorted(str(p) for p in found if p.stat().st_mtime >= start - 1)
+
+
+def _log_tail(path: str, lines: int = 12) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            text = fh.read().splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in text if "Error" in line or "error" in line.split(":")[0]]
+    picked = errors[-lines:] if errors else text[-lines:]
+    return "\n".join("      " + line[:300] for line in picked)
+
+
+def execute(
+    plan: Plan,
+    out_dir: str,
+    *,
+    python: str = sys.executable,
+    processes: int = 1,
+    cpu: bool = False,
+    limit: int | None = None,
+    port: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    echo=print,
+) -> list[Outcome]:
+    """Run every run of `plan` that is not finished yet; never stops at a failure."""
+    env = child_env(os.environ if env is None else env, plan.env)
+    outcomes = []
+    for run in plan.runs:
+        run_dir = os.path.abspath(os.path.join(out_dir, run.name))
+        if run.error:
+            echo(f"✗ {run.name}: invalid config: {run.error}")
+            outcomes.append(Outcome(run.name, "failed", f"invalid config: {run.error}"))
+            continue
+        fingerprint = run.fingerprint(limit)
+        done_path = os.path.join(run_dir, DONE_FILE)
+        if os.path.isfile(done_path) and not force:
+            with open(done_path) as fh:
+                done = json.load(fh)
+            note = (
+                ""
+                if done.get("fingerprint") == fingerprint
+                else " (settings changed since; --force re-runs it)"
+            )
+            echo(f"• {run.name}: finished earlier, skipped{note}")
+            outcomes.append(Outcome(run.name, "skipped", note.strip(" ()")))
+            continue
+        cmd = lmms_command(
+            run,
+            run_dir,
+            python=python,
+            processes=processes,
+            cpu=cpu,
+            port=port,
+            limit=limit,
+            extra_args=extra_args,
+        )
+        if dry_run:
+            echo(f"{run.name}: {shlex.join(cmd)}")
+            outcomes.append(Outcome(run.name, "planned"))
+            continue
+        os.makedirs(run_dir, exist_ok=True)
+        for stale in [DONE_FILE, *(p.name for p in Path(run_dir).glob("holitom_samples_rank*.jsonl"))]:
+            Path(run_dir, stale).unlink(missing_ok=True)  # records of an interrupted attempt
+        with open(os.path.join(run_dir, "run.json"), "w") as fh:
+            record = {"name": run.name, "lmms_model": run.lmms_model, "model_args": run.model_args}
+            record.update(tasks=run.tasks, limit=limit, fingerprint=fingerprint, command=cmd)
+            json.dump(record, fh, indent=2)
+        echo(f"▶ {run.name}: {run.lmms_model} {format_model_args(run.model_args)}")
+        log_path = os.path.join(run_dir, "log.txt")
+        start = time.time()
+        with open(log_path, "w") as log:
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        seconds = time.time() - start
+        results = _results_since(run_dir, start)
+        if code == 0 and results:
+            with open(done_path, "w") as fh:
+                json.dump({"fingerprint": fingerprint, "results": results, "seconds": seconds}, fh, indent=2)
+            echo(f"✓ {run.name} ({seconds:.0f} s)")
+            outcomes.append(Outcome(run.name, "done", seconds=seconds))
+        else:
+            why = (
+                f"exit status {code}"
+                if code
+                else "lmms-eval wrote no results (it reports errors and exits 0)"
+            )
+            echo(f"✗ {run.name}: {why}; log: {log_path}\n{_log_tail(log_path)}")
+            outcomes.append(Outcome(run.name, "failed", f"{why}; log: {log_path}", seconds))
+    return outcomes
+
+
+def prepare_smoke(plan: Plan, out_dir: str, create: bool = True) -> None:
+    """Tiny checkpoint + synthetic videos under OUT/_smoke (made unless `create` is False, for a dry run);
+    point the runs and HF_HOME at them."""
+    from holitom_eval.smoke import prepare_smoke_data, prepare_tiny_checkpoint
+
+    root = os.path.join(os.path.abspath(out_dir), "_smoke")
+    if create:
+        checkpoint = prepare_tiny_checkpoint(root, plan.model_kind)
+        hf_home = prepare_smoke_data(root)
+    else:
+        checkpoint, hf_home = os.path.join(root, f"tiny_{plan.model_kind}"), os.path.join(root, "hf_home")
+    plan.env.update(SMOKE_ENV, HF_HOME=hf_home)
+    for run in plan.runs:
+        if run.model_args.get("pretrained") in (None, "tiny"):
+            run.model_args["pretrained"] = checkpoint
+        run.model_args.setdefault("device", "cpu")
+        run.model_args.setdefault("torch_dtype", "float32")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep.py",
+        description="Run the lmms-eval runs of a configs/*.yaml file, one folder per run; finished runs are skipped.",
+        epilog="Environment variables (flags win): MODEL TASKS OUT GPUS LIMIT FRAMES RUNS DEVICE DTYPE SMOKE "
+        "PYTHON PORT LMMS_EVAL_ARGS.",
+    )
+    parser.add_argument("config", help="a configs/*.yaml file")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny checkpoint, synthetic videos, smoke tasks, CPU (or SMOKE=1)",
+    )
+    parser.add_argument("--out", help="output root (OUT; default outputs/<config name>[_smoke])")
+    parser.add_argument(
+        "--gpus", type=int, help="processes for data parallelism (GPUS; default: visible GPUs)"
+    )
+    parser.add_argument("--limit", type=int, help="documents per task (LIMIT), for quick checks")
+    parser.add_argument("--runs", help="comma-separated run names or globs to run (RUNS)")
+    parser.add_argument("--model", help="checkpoint directory or hub id (MODEL)")
+    parser.add_argument("--tasks", help="comma-separated lmms-eval tasks (TASKS)")
+    parser.add_argument("--frames", type=int, help="max_frames_num for every run (FRAMES)")
+    parser.add_argument("--force", action="store_true", help="re-run finished runs")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--no-tables", action="store_true", help="do not write tables after the sweep")
+    return parser
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: must be an integer") from None
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        smoke = args.smoke or env.get("SMOKE", "").strip().lower() in ("1", "true", "yes")
+        overrides = {
+            "model": args.model or env.get("MODEL"),
+            "tasks": args.tasks or env.get("TASKS"),
+            "frames": args.frames or _env_int(env, "FRAMES"),
+            "device": env.get("DEVICE"),
+            "dtype": env.get("DTYPE"),
+            "runs": args.runs or env.get("RUNS"),
+        }
+        plan = build_plan(config, smoke=smoke, overrides=overrides)
+        limit = args.limit if args.limit is not None else _env_int(env, "LIMIT")
+        out_dir = (
+            args.out or env.get("OUT") or os.path.join("outputs", plan.name + ("_smoke" if smoke else ""))
+        )
+        gpus = args.gpus or _env_int(env, "GPUS") or (1 if smoke else detect_gpus(env))
+        if gpus < 1:
+            raise ValueError(f"GPUS={gpus}: must be ≥ 1")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return 2
+    processes = gpus if plan.data_parallel else 1
+    cpu = smoke or any(r.model_args.get("device") == "cpu" for r in plan.runs)
+    if smoke:
+        prepare_smoke(plan, out_dir, create=not args.dry_run)
+    python = env.get("PYTHON") or sys.executable
+    extra = shlex.split(env.get("LMMS_EVAL_ARGS", ""))
+    print(
+        f"sweep {plan.name}: {len(plan.runs)} run(s) → {os.path.abspath(out_dir)}; "
+        f"{processes} process(es){' on CPU' if cpu else ''}; tasks {','.join(plan.runs[0].tasks) if plan.runs else '-'}"
+    )
+    outcomes = execute(
+        plan,
+        out_dir,
+        python=python,
+        processes=processes,
+        cpu=cpu,
+        limit=limit,
+        port=_env_int(env, "PORT"),
+        force=args.force,
+        dry_run=args.dry_run,
+        extra_args=extra,
+        env=env,
+    )
+    if args.dry_run:
+        return 0
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "sweep_summary.json"), "w") as fh:
+        json.dump([o.__dict__ for o in outcomes], fh, indent=2)
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    print(f"sweep {plan.name}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+    for o in failed:
+        print(f"  failed: {o.name}: {o.detail}")
+    if not args.no_tables and len(failed) < len(outcomes):
+        _write_tables(out_dir)
+    return 1 if failed else 0
+
+
+def _write_tables(out_dir: str) -> None:
+    """Paper-style tables of everything finished under out_dir (a failure here is reported, not fatal)."""
+    try:
+        from holitom.tables import write_tables
+
+        paths = write_tables(out_dir, out_dir)
+        print("tables: " + ", ".join(paths))
+    except Exception as exc:  # noqa: BLE001 - the sweep's runs are done; report and move on
+        print(f"tables: not written ({type(exc).__name__}: {exc}); run `python -m holitom tables {out_dir}`")

@@ -1,0 +1,151 @@
+"""End to end: `bash scripts/eval_onevision.sh --smoke` (tiny checkpoint, synthetic videos, the four smoke tasks
+through real lmms-eval on CPU), then `holitom tables` on what it wrote; a restart skips everything; two
+processes split the documents (the data-parallel path, on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "eval"))
+
+from holitom_eval.smoke import MVBENCH_FOLDERS, prepare_smoke_data, video_relpaths  # noqa: E402
+
+RUNS = ("vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25")
+# smoke_mvbench (2 sub-tasks), smoke_egoschema, smoke_videomme, smoke_longvideobench_val_v
+TASKS_PER_RUN = 5
+
+
+def _script(out: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k not in ("GPUS", "RUNS", "MODEL", "TASKS", "SMOKE")}
+    full.update({"PYTHON": sys.executable, "OUT": str(out), "FRAMES": "4", "LIMIT": "1"})
+    full.update(env)
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "eval_onevision.sh"), "--smoke", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    proc = _script(out)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out, proc.stdout
+
+
+def _records(run_dir: Path) -> list[dict]:
+    lines = []
+    for path in sorted(run_dir.glob("holitom_samples_rank*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return lines
+
+
+def test_smoke_data_sits_where_the_real_task_code_looks(tmp_path, monkeypatch):
+    from lmms_eval.tasks.mvbench.utils import DATA_LIST
+
+    assert all(DATA_LIST[sub] == folder for sub, folder in MVBENCH_FOLDERS.items())
+    hf_home = prepare_smoke_data(tmp_path)
+    paths = video_relpaths()
+    assert len(paths) == 10 and all(os.path.getsize(os.path.join(hf_home, p)) > 0 for p in paths)
+    monkeypatch.setenv("HF_HOME", hf_home)
+    from lmms_eval.tasks.longvideobench.utils import longvideobench_doc_to_visual_v
+
+    (video,) = longvideobench_doc_to_visual_v({"video_path": "smoke_lvb_1.mp4"})  # reads HF_HOME at call time
+    assert os.path.isfile(video) and video.startswith(hf_home)
+    from llava.video import load_video
+
+    frames, info = load_video(video, 4)
+    assert frames.shape == (4, 64, 96, 3) and info["total_frames"] >= 16
+
+
+def test_smoke_sweep_runs_every_configuration(smoke_out):
+    out, stdout = smoke_out
+    assert "sweep onevision_7b: 3 done, 0 skipped, 0 failed" in stdout
+    for run in RUNS:
+        run_dir = out / run
+        assert (run_dir / "holitom_done.json").is_file()
+        (results_path,) = run_dir.glob("lmms_eval/*/*_results.json")
+        results = json.loads(results_path.read_text())
+        assert set(results["n-samples"]) == {
+            "smoke_mvbench_action_sequence",
+            "smoke_mvbench_moving_count",
+            "smoke_egoschema",
+            "smoke_videomme",
+            "smoke_longvideobench_val_v",
+        }
+        assert results["results"]["smoke_egoschema"]["score,none"] in (0.0, 1.0)  # LIMIT=1: one document
+        assert len(_records(run_dir)) == TASKS_PER_RUN
+    vanilla = _records(out / "vanilla")
+    wo_m = _records(out / "holitom_wo_m_rho0.25")
+    merged = _records(out / "holitom_rho0.25")
+    assert {r["visual_tokens"] for r in vanilla} == {4 * 196 + 1}  # 4 frames × 14×14 + one newline
+    for a, b in zip(wo_m, merged):
+        assert a["visual_tokens"] == b["visual_tokens"] < 4 * 196  # same outer merging with and without K
+        assert a["visual_kept"] is None and b["inner_layer"] == 2
+        assert b["visual_kept"] == round(b["visual_tokens"] * 0.5)  # r=0.5: keep round(n·(1−r))
+    assert (out / "tables.md").is_file()  # the sweep writes tables at the end
+
+
+def test_tables_cli_on_the_smoke_output(smoke_out, tmp_path):
+    out, _ = smoke_out
+    proc = subprocess.run(
+        [sys.executable, "-m", "holitom", "tables", str(out), "--out", str(tmp_path)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "### tiny_onevision, 4 frames" in lines
+    rows = [line for line in lines if line.startswith("| Vanilla") or line.startswith("| HoliTom")]
+    assert [r.split(" | ")[0:2] for r in rows[:3]] == [
+        ["| Vanilla", "100%"],
+        ["| HoliTom (w/o M)", "25%"],
+        ["| HoliTom", "25%"],
+    ]
+    # Vanilla relative to itself: 100.0%, or "–" when a random tiny model averages 0.
+    assert rows[0].endswith(("| 100.0% |", "| – |"))
+    assert (tmp_path / "flops_vs_avg.png").read_bytes()[:4] == b"\x89PNG"
+    table = json.loads((tmp_path / "tables.json").read_text())
+    assert [row["label"] for row in table] == ["Vanilla", "HoliTom (w/o M)", "HoliTom"]
+    assert all(row["complete"] and row["measured"]["requests"] == TASKS_PER_RUN for row in table)
+    assert table[2]["tflops"] < table[1]["tflops"] < table[0]["tflops"]
+
+
+def test_restart_skips_finished_runs(smoke_out):
+    out, _ = smoke_out
+    start = time.time()
+    proc = _script(out, "--no-tables")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sweep onevision_7b: 0 done, 3 skipped, 0 failed" in proc.stdout
+    assert time.time() - start < 60  # nothing was launched
+
+
+def test_two_processes_split_the_documents(tmp_path):
+    out = tmp_path / "dp"
+    proc = _script(out, "--no-tables", GPUS="2", LIMIT="2", RUNS="holitom_rho0.25")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "2 process(es) on CPU" in proc.stdout
+    run_dir = out / "holitom_rho0.25"
+    ranks = [
+        [json.loads(x) for x in (run_dir / f"holitom_samples_rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
+    docs = [{(r["task"], r["doc_id"]) for r in records} for records in ranks]
+    assert len(ranks[0]) == len(ranks[1]) == TASKS_PER_RUN and not docs[0] & docs[1]
+    assert len(docs[0] | docs[1]) == 2 * TASKS_PER_RUN  # every document once, split over the two ranks
+    (results_path,) = run_dir.glob("lmms_eval/*/*_results.json")
+    samples = json.loads(results_path.read_text())["n-samples"]
+    assert all(v["effective"] == 2 for v in samples.values())

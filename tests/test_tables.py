@@ -1,0 +1,201 @@
+"""`holitom tables`: lmms-eval result folders → paper-layout Markdown / LaTeX and a FLOPs-vs-score plot.
+
+tests/data/eval_smoke holds real output of `bash scripts/eval_onevision.sh --smoke` (8 frames, 2 documents per
+task): lmms-eval's results.json files and the holitom_llava records next to them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from holitom.cli import main as cli_main
+from holitom.tables import collect, scores_of, to_latex, to_markdown, write_tables
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "eval_smoke"
+
+
+def _results(
+    path: Path,
+    model: str,
+    model_args: str,
+    results: dict,
+    n: dict | None = None,
+    date: str = "20250101_000000",
+):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = {task: {"original": k, "effective": k} for task, k in (n or {}).items()}
+    path.write_text(
+        json.dumps(
+            {
+                "results": results,
+                "n-samples": samples,
+                "date": date,
+                "config": {"model": model, "model_args": model_args},
+            }
+        )
+    )
+
+
+def test_smoke_fixture_rows(tmp_path):
+    rows = collect(str(FIXTURE))
+    assert [(r.label, r.retention) for r in rows] == [
+        ("Vanilla", 1.0),
+        ("HoliTom (w/o M)", 0.25),
+        ("HoliTom", 0.25),
+    ]
+    vanilla, wo_m, merged = rows
+    assert (vanilla.model, vanilla.frames) == ("tiny_onevision", 8)
+    # Scores straight from the fixture's results.json, in percent: egoschema `score` and lvb_acc are 0..1.
+    assert vanilla.scores == {"mvbench": 0.0, "egoschema": 50.0, "longvideobench_val_v": 0.0, "videomme": 0.0}
+    assert merged.scores == {"mvbench": 0.0, "egoschema": 0.0, "longvideobench_val_v": 50.0, "videomme": 0.0}
+    assert vanilla.samples == {"mvbench": 4, "egoschema": 2, "longvideobench_val_v": 2, "videomme": 2}
+    assert vanilla.avg == merged.avg == 12.5 and all(r.complete for r in rows)
+    # FLOPs from holitom_run.json (paper accounting for the tiny model): vanilla is the reference.
+    run = json.loads((FIXTURE / "holitom_rho0.25" / "holitom_run.json").read_text())
+    assert (
+        merged.tflops == run["paper_flops"]["tflops"]
+        and merged.percent == run["paper_flops"]["percent_of_vanilla"]
+    )
+    assert vanilla.percent == 100.0 and merged.tflops < wo_m.tflops < vanilla.tflops
+    assert merged.details == {"tau": 0.8, "beta": 0.6, "merge_layer": 2, "merge_ratio": 0.5}
+    # Measured: means over the per-request records.
+    records = [
+        json.loads(x)
+        for x in (FIXTURE / "holitom_rho0.25" / "holitom_samples_rank0.jsonl").read_text().splitlines()
+    ]
+    assert merged.measured["requests"] == len(records) == 10
+    assert merged.measured["visual_tokens"] == pytest.approx(sum(r["visual_tokens"] for r in records) / 10)
+    assert merged.measured["visual_kept"] == pytest.approx(sum(r["visual_kept"] for r in records) / 10)
+    assert wo_m.measured["visual_kept"] == wo_m.measured["visual_tokens"]  # no inner reduction
+    assert vanilla.measured["visual_tokens"] == 8 * 196 + 1
+
+
+def test_markdown_and_latex_layout():
+    rows = collect(str(FIXTURE))
+    md = to_markdown(rows).splitlines()
+    header = "| Method | Retention | TFLOPs (FLOPs %) | MVBench | EgoSchema | LongVideoBench | VideoMME | Avg | Avg (% of vanilla) |"
+    assert md[0] == "### tiny_onevision, 8 frames" and md[2] == header
+    assert md[4] == "| Vanilla | 100% | 0.0015 (100.0%) | 0.0 | 50.0 | 0.0 | 0.0 | 12.5 | 100.0% |"
+    assert md[6].startswith("| HoliTom | 25% | 8.8e-05 (6.0%) | 0.0 | 0.0 | 50.0 | 0.0 | 12.5 | 100.0% |")
+    tex = to_latex(rows)
+    assert "\\begin{tabular}{llccccccc}" in tex and "tiny\\_onevision" in tex
+    assert "Vanilla & 100\\% & 0.0015 (100.0\\%) & 0.0 & 50.0 & 0.0 & 0.0 & 12.5 & 100.0\\% \\\\" in tex
+    assert tex.count("\\midrule") == 2  # after the header and after the vanilla row
+
+
+def test_benchmark_scores_and_averages_worked_by_hand(tmp_path):
+    # MVBench as a group without its own score: sample-weighted mean of its sub-tasks ((60·200 + 45·100) / 300 = 55).
+    # EgoSchema from the full task's `submission` (already percent), LongVideoBench lvb_acc 0..1, VideoMME percent.
+    args = "pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,max_frames_num=32"
+    _results(
+        tmp_path / "vanilla" / "r_results.json",
+        "llava_onevision",
+        args,
+        {
+            "mvbench": {" ": " ", "alias": "mvbench"},
+            "mvbench_action_sequence": {"mvbench_accuracy,none": 60.0},
+            "mvbench_moving_count": {"mvbench_accuracy,none": 45.0},
+            "egoschema": {"submission,none": 60.4},
+            "longvideobench_val_v": {"lvb_acc,none": 0.564, "submission,none": []},
+            "videomme": {"videomme_perception_score,none": 58.6},
+        },
+        {"mvbench_action_sequence": 200, "mvbench_moving_count": 100, "egoschema": 5031},
+    )
+    _results(
+        tmp_path / "holitom" / "r_results.json",
+        "holitom_llava",
+        args + ",method=holitom,retain_ratio=0.1,tau=0.65,merge_layer=18",
+        {
+            "mvbench": {"mvbench_accuracy,none": 57.0},
+            "egoschema_subset": {"score,none": 0.62},
+            "longvideobench_val_v": {"lvb_acc,none": 0.55},
+            "videomme": {"videomme_perception_score,none": 57.8},
+        },
+    )
+    vanilla, holitom = collect(str(tmp_path))
+    assert vanilla.scores == pytest.approx(
+        {"mvbench": 55.0, "egoschema": 60.4, "longvideobench_val_v": 56.4, "videomme": 58.6}
+    )
+    assert vanilla.avg == pytest.approx((55.0 + 60.4 + 56.4 + 58.6) / 4)  # 57.6
+    assert holitom.scores == pytest.approx(
+        {"mvbench": 57.0, "egoschema": 62.0, "longvideobench_val_v": 55.0, "videomme": 57.8}
+    )
+    # No holitom_run.json here: FLOPs from the model args with the paper's accounting (OV-7B, 32 frames).
+    assert (round(vanilla.tflops, 1), vanilla.percent) == (40.8, 100.0)
+    assert (round(holitom.tflops, 1), round(holitom.percent, 1)) == (2.8, 6.9)
+    assert holitom.label == "HoliTom" and holitom.details["merge_layer"] == 18
+    lines = to_markdown([vanilla, holitom]).splitlines()
+    assert lines[0] == "### llava-onevision-qwen2-7b-ov, 32 frames"
+    assert lines[4] == "| Vanilla | 100% | 40.8 (100.0%) | 55.0 | 60.4 | 56.4 | 58.6 | 57.6 | 100.0% |"
+    # Avg 57.95 → 58.0; relative to vanilla 57.95 / 57.6 = 100.6%.
+    assert lines[5] == "| HoliTom | 10% | 2.8 (6.9%) | 57.0 | 62.0 | 55.0 | 57.8 | 58.0 | 100.6% |"
+
+
+def test_rows_that_read_the_same_get_their_settings_and_newest_results_win(tmp_path):
+    base = "pretrained=/m/tiny,max_frames_num=8,method=holitom,retain_ratio=0.1,merge_layer=none"
+    _results(
+        tmp_path / "a" / "x_results.json",
+        "holitom_llava",
+        base + ",tau=0.65",
+        {"videomme": {"videomme_perception_score,none": 40.0}},
+        date="20250101_000000",
+    )
+    _results(
+        tmp_path / "a2" / "x_results.json",
+        "holitom_llava",
+        base + ",tau=0.65",
+        {"videomme": {"videomme_perception_score,none": 44.0}},
+        date="20250202_000000",
+    )
+    _results(
+        tmp_path / "b" / "x_results.json",
+        "holitom_llava",
+        base + ",tau=0.9",
+        {"videomme": {"videomme_perception_score,none": 41.0}, "mvbench": {"mvbench_accuracy,none": 30.0}},
+    )
+    rows = collect(str(tmp_path))
+    assert [r.label for r in rows] == ["HoliTom (w/o M) (τ=0.65)", "HoliTom (w/o M) (τ=0.9)"]
+    assert rows[0].scores == {"videomme": 44.0} and rows[0].runs == {"a", "a2"}
+    text = to_markdown(rows)
+    assert "| 44.0 | 44.0* | – |" in text and "\\* average over the benchmarks present only." in text
+    assert "HoliTom (w/o M) ($\\tau$=0.65)" in to_latex(rows)
+
+
+def test_scores_of_ignores_unrelated_tasks_and_non_numbers():
+    results = {
+        "results": {
+            "mmmu_val": {"mmmu_acc,none": 0.5},
+            "smoke_egoschema": {"submission,none": [], "score,none": 1.0},
+        }
+    }
+    assert scores_of(results) == {"egoschema": (100.0, 0)}
+
+
+def test_cli_writes_files_and_reports_a_folder_without_results(tmp_path, capsys):
+    log_dir = tmp_path / "logs"
+    shutil.copytree(FIXTURE, log_dir)
+    assert cli_main(["tables", str(log_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| Vanilla | 100% |" in out and "wrote " in out
+    for name in ("tables.md", "tables.tex", "tables.json"):
+        assert (log_dir / name).is_file()
+    assert (log_dir / "flops_vs_avg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        cli_main(["tables", str(log_dir), "--format", "latex", "--no-plot", "--out", str(tmp_path / "t")])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("% tiny_onevision, 8 frames\n\\begin{tabular}")
+    assert not (tmp_path / "t" / "flops_vs_avg.png").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["tables", str(tmp_path / "empty")]) == 2
+    assert "no lmms-eval results (*_results.json) under" in capsys.readouterr().err
+
+
+def test_write_tables_returns_what_it_wrote(tmp_path):
+    written = write_tables(str(FIXTURE), str(tmp_path))
+    assert [Path(p).name for p in written] == ["tables.md", "tables.tex", "tables.json", "flops_vs_avg.png"]
+    rows = json.loads((tmp_path / "tables.json").read_text())
+    assert [r["method"] for r in rows] == ["vanilla", "holitom_wo_m", "holitom"]
