@@ -162,6 +162,12 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
                 param.normal_(0.0, 1.0)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(out_dir)
+    # The published repos also ship the slow-tokenizer files; write them from the same BPE model.
+    bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    with open(os.path.join(out_dir, "vocab.json"), "w") as fh:
+        json.dump(bpe["vocab"], fh, ensure_ascii=False)
+    with open(os.path.join(out_dir, "merges.txt"), "w") as fh:
+        fh.write("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in bpe["merges"]))
 
     # config.json exactly as published: model_type "llava", our field names, no transformers extras.
     with open(os.path.join(out_dir, "config.json"), "w") as fh:

@@ -16,7 +16,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 
 def test_tiny_checkpoint_has_the_published_layout(tiny_ov):
     files = set(os.listdir(tiny_ov))
-    assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "generation_config.json"} <= files
+    assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt", "generation_config.json"} <= files
     assert sum(f.endswith(".safetensors") for f in files) >= 2  # sharded
     with open(os.path.join(tiny_ov, "config.json")) as fh:
         config = json.load(fh)
