@@ -112,9 +112,11 @@ class InnerReduction:
 
         attn = layer.self_attn
         cfg = attn.config
-        x = layer.input_layernorm(hidden[:, : query_at + 1])
+        # Pre-hooks run before accelerate moves inputs to a layer's device (multi-GPU device maps).
+        device = layer.input_layernorm.weight.device
+        x = layer.input_layernorm(hidden[:, : query_at + 1].to(device))
         cos, sin = kwargs["position_embeddings"]
-        cos, sin = cos[:, : query_at + 1], sin[:, : query_at + 1]
+        cos, sin = cos[:, : query_at + 1].to(device), sin[:, : query_at + 1].to(device)
         q = attn.q_proj(x[:, -1:]).view(batch, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(batch, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
         q = _rope(q, cos[:, -1:], sin[:, -1:])[:, :, 0]
@@ -123,9 +125,9 @@ class InnerReduction:
         bias = None
         if isinstance(mask, torch.Tensor):
             past = mask.shape[-1] - length
-            bias = _as_bias(mask[:, 0, query_at, past : past + query_at + 1])
+            bias = _as_bias(mask[:, 0, query_at, past : past + query_at + 1].to(device))
         probs = last_query_attention(q, k, attn.scaling, bias)
-        self._pending = (visual, probs[0, visual])
+        self._pending = (visual, probs[0, visual.to(device)])
 
     # ---- layer K: reduce -------------------------------------------------------------------------
     @torch.no_grad()
@@ -136,7 +138,8 @@ class InnerReduction:
         self._pending = None
         hidden = _hidden(args, kwargs)
         length = hidden.shape[1]
-        kept_local, kept_hidden = self.reducer(hidden[0, visual], scores)
+        visual = visual.to(hidden.device)
+        kept_local, kept_hidden = self.reducer(hidden[0, visual], scores.to(hidden.device))
         keep = torch.ones(length, dtype=torch.bool, device=hidden.device)
         keep[visual] = False
         keep[visual[kept_local]] = True
@@ -144,15 +147,19 @@ class InnerReduction:
         short = hidden[:, kept_positions].clone()
         short[0, torch.searchsorted(kept_positions, visual[kept_local])] = kept_hidden.to(short.dtype)
 
+        def cut(x: torch.Tensor) -> torch.Tensor:
+            return x[:, kept_positions.to(x.device)]
+
         cos, sin = kwargs["position_embeddings"]
-        replace: dict[str, Any] = {"position_embeddings": (cos[:, kept_positions], sin[:, kept_positions])}
+        replace: dict[str, Any] = {"position_embeddings": (cut(cos), cut(sin))}
         if kwargs.get("position_ids") is not None:
-            replace["position_ids"] = kwargs["position_ids"][:, kept_positions]
+            replace["position_ids"] = cut(kwargs["position_ids"])
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor):
             past = mask.shape[-1] - length
-            keys = torch.cat([torch.arange(past, device=mask.device), past + kept_positions])
-            replace["attention_mask"] = mask[:, :, kept_positions][..., keys]
+            rows = kept_positions.to(mask.device)
+            keys = torch.cat([torch.arange(past, device=mask.device), past + rows])
+            replace["attention_mask"] = mask[:, :, rows][..., keys]
         elif mask is not None:
             raise ValueError(f"{self.name}: unsupported attention mask type {type(mask).__name__} (use sdpa or eager)")
 
@@ -176,6 +183,7 @@ class InnerReduction:
         mask = kwargs.get("attention_mask")
         if self._kept_positions is None or not isinstance(mask, torch.Tensor):
             return None
-        keys = torch.cat([self._kept_positions, torch.arange(self._prefill_len, mask.shape[-1], device=mask.device)])
+        kept = self._kept_positions.to(mask.device)
+        keys = torch.cat([kept, torch.arange(self._prefill_len, mask.shape[-1], device=mask.device)])
         kwargs["attention_mask"] = mask[..., keys]
         return args, kwargs

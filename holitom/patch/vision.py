@@ -29,7 +29,8 @@ class VisionAttentionProbe:
     def _hook(self, layer: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         hidden = args[0] if args else kwargs["hidden_states"]
         attn = layer.self_attn
-        x = layer.layer_norm1(hidden)
+        # Pre-hooks run before accelerate moves inputs to the layer's device (multi-GPU device maps).
+        x = layer.layer_norm1(hidden.to(layer.layer_norm1.weight.device))
         shape = (*x.shape[:-1], attn.num_heads, attn.head_dim)
         q = attn.q_proj(x).view(shape).transpose(1, 2)
         k = attn.k_proj(x).view(shape).transpose(1, 2)
