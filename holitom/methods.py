@@ -104,7 +104,8 @@ def holitom_inner_reducer(merge_ratio: float, update: str):
     """Reducer for `InnerReduction`: keep round(n·(1−r)) by score, merge the rest into them."""
 
     def reduce(hidden: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kept, dropped = select_kept(scores, inner_keep_count(hidden.shape[0], merge_ratio))
+        # At least one survivor: with a handful of visual tokens round(n·(1−r)) can be 0.
+        kept, dropped = select_kept(scores, max(1, inner_keep_count(hidden.shape[0], merge_ratio)))
         return kept, merge_dropped(hidden, kept, dropped, update)
 
     return reduce

@@ -20,8 +20,9 @@ def _logits(model, ids, frames, **kwargs):
 
 def _generate(model, ids, frames, **kwargs):
     kwargs.setdefault("max_new_tokens", 6)
+    kwargs.setdefault("do_sample", False)
     with torch.no_grad():
-        return model.generate(ids, images=[frames], modalities=["video"], do_sample=False, **kwargs)
+        return model.generate(ids, images=[frames], modalities=["video"], **kwargs)
 
 
 @pytest.mark.parametrize("fixture", ["ov_model", "video_model"])
@@ -213,3 +214,80 @@ def test_visionzip_and_fastv_installs(ov_model):
         apply_method(model, "tome")
     with pytest.raises(ValueError, match="retain_ratio"):
         apply_method(model, "holitom", retain_ratio=1.5)
+
+
+def test_text_only_pass_after_a_video_prompt_is_not_merged(ov_model):
+    tokenizer, model, _, _ = ov_model
+    text = torch.tensor([tokenizer("The man is walking a dog in the park. What is happening?")["input_ids"]])
+    with torch.no_grad():
+        vanilla = model(input_ids=text).logits
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.5, merge_layer=2, merge_ratio=0.5))
+    _logits(model, video_prompt_ids(tokenizer), random_frames(2))
+    assert model.mm_state["inner"]["visual_kept"] > 0
+    with torch.no_grad():
+        after = model(input_ids=text).logits
+        batch = model(input_ids=torch.cat([text, text])).logits
+    assert torch.equal(after, vanilla) and torch.equal(batch[1:], vanilla)
+    assert "inner" not in model.mm_state and "outer" not in model.mm_state  # statistics belong to one sequence
+
+
+def test_follow_up_turn_on_a_merged_cache(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids, frames = video_prompt_ids(tokenizer), random_frames(3)
+    follow = torch.tensor([tokenizer("And then?")["input_ids"]])
+    outputs = {}
+    for name, ratio in [("vanilla", None), ("r0", 0.0), ("r05", 0.5)]:
+        if ratio is None:
+            holitom.remove(model)
+        else:
+            holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, tau=1.5, merge_layer=2, merge_ratio=ratio))
+        first = _logits(model, ids, frames, use_cache=True)
+        with torch.no_grad():
+            second = model(input_ids=follow, past_key_values=first.past_key_values, use_cache=True)
+        outputs[name] = second.logits
+        lengths = [layer.keys.shape[-2] for layer in second.past_key_values.layers]
+        if name == "r05":
+            assert lengths[0] > lengths[2]  # the continuation kept the short cache of layers ≥ K
+    assert torch.equal(outputs["r0"], outputs["vanilla"])
+    assert outputs["r05"].shape == outputs["vanilla"].shape
+
+
+def test_beams_and_sampled_copies_work_with_inner_merging(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids, frames = video_prompt_ids(tokenizer), random_frames(2)
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.5, merge_layer=2, merge_ratio=0.5))
+    beams = _generate(model, ids, frames, num_beams=2, max_new_tokens=3)
+    torch.manual_seed(0)
+    sampled = _generate(model, ids, frames, num_return_sequences=2, do_sample=True, max_new_tokens=3)
+    assert beams.shape[0] == 1 and sampled.shape[0] == 2
+
+
+def test_inner_merge_edge_cases(ov_model):
+    tokenizer, model, _, _ = ov_model
+    # no text after <image>: the last prompt token is the newline vector itself; r=0 still equals vanilla
+    at = int((video_prompt_ids(tokenizer)[0] == -200).nonzero())
+    ids = video_prompt_ids(tokenizer)[:, : at + 1]
+    frames = random_frames(2)
+    vanilla = _logits(model, ids, frames).logits
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, tau=1.5, merge_layer=2, merge_ratio=0.0))
+    assert torch.equal(_logits(model, ids, frames).logits, vanilla)
+    # so few visual tokens that round(n·(1−r)) would be 0: one survivor is kept
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.01, tau=1.5, merge_layer=2, merge_ratio=0.9))
+    _logits(model, video_prompt_ids(tokenizer), random_frames(1))
+    assert model.mm_state["inner"]["visual_kept"] == 1
+    with pytest.raises(ValueError, match="DynamicCache"):
+        _generate(model, video_prompt_ids(tokenizer), frames, cache_implementation="static", max_new_tokens=2)
+
+
+def test_forward_output_follows_the_transformers_convention(ov_model):
+    tokenizer, model, _, _ = ov_model
+    ids = video_prompt_ids(tokenizer)
+    labels = ids.clone()
+    labels[labels < 0] = -100
+    out = _logits(model, ids, random_frames(1), labels=labels)
+    assert out[0] is out.loss and list(out.keys())[:2] == ["loss", "logits"]
+    as_tuple = _logits(model, ids, random_frames(1), labels=labels, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], out.logits)
+    with torch.no_grad():
+        by_keyword = model.generate(input_ids=ids, images=[random_frames(1)], modalities=["video"], max_new_tokens=2, do_sample=False)
+    assert by_keyword.shape[0] == 1

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from holitom.attention import last_query_attention
@@ -80,52 +81,52 @@ class InnerReduction:
     def _score(self, layer: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         hidden = _hidden(args, kwargs)
         self._pending, self._short = None, None
-        batch, length = hidden.shape[:2]
+        length = hidden.shape[1]
         if length == 1:
             return  # a decode step: nothing to score
         state = self.model.mm_state
+        if not state.pop("fresh", False):
+            return  # continues a cached sequence (e.g. a follow-up turn): its visual tokens are already reduced
         spans = state.get("visual_spans") or []
-        position_ids = kwargs.get("position_ids")
-        if position_ids is not None and int(position_ids[0, 0]) != 0:
-            if any(spans):
-                raise ValueError(
-                    f"{self.name}: inner merging needs the whole multimodal prompt in one prefill pass "
-                    "(this pass continues a cached sequence)"
-                )
-            return
         self._kept_positions = None
         state["kept_positions"] = None
         if not any(spans):
             return
-        if batch != 1:
+        position_ids = kwargs.get("position_ids")
+        if position_ids is not None and int(position_ids[0, 0]) != 0:
             raise ValueError(
-                f"{self.name}: inner-LLM merging supports batch size 1, got a batch of {batch} with visual tokens; "
-                "run one sample at a time"
+                f"{self.name}: inner merging needs a multimodal prompt in the first prefill pass of a sequence "
+                "(this one continues a cached sequence)"
             )
+        if len(spans) != 1:
+            raise ValueError(
+                f"{self.name}: inner-LLM merging supports batch size 1, got a batch of {len(spans)} prompts with "
+                "visual tokens; run one sample at a time"
+            )
+        # batch > 1 with one spliced prompt: generate() copied it (num_beams / num_return_sequences);
+        # the rows are identical at prefill, so row 0 decides for all of them.
         prompt_len = int(state["prompt_length"][0])
         if prompt_len > length:
             raise ValueError(f"{self.name}: recorded prompt length {prompt_len} exceeds the sequence length {length}")
-        query_at = prompt_len - 1
+        query_at = prompt_len - 1  # the last prompt token (it may itself be visual when nothing follows <image>)
         visual = torch.cat([torch.arange(s, s + n, device=hidden.device) for s, n in spans[0]])
-        if int(visual.max()) >= query_at:
-            raise ValueError(f"{self.name}: the prompt must have at least one token after the visual tokens")
 
         attn = layer.self_attn
         cfg = attn.config
         # Pre-hooks run before accelerate moves inputs to a layer's device (multi-GPU device maps).
         device = layer.input_layernorm.weight.device
-        x = layer.input_layernorm(hidden[:, : query_at + 1].to(device))
+        x = layer.input_layernorm(hidden[:1, : query_at + 1].to(device))
         cos, sin = kwargs["position_embeddings"]
         cos, sin = cos[:, : query_at + 1].to(device), sin[:, : query_at + 1].to(device)
-        q = attn.q_proj(x[:, -1:]).view(batch, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(batch, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
+        q = attn.q_proj(x[:, -1:]).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(1, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
         q = _rope(q, cos[:, -1:], sin[:, -1:])[:, :, 0]
         k = _rope(k, cos, sin)
         mask = kwargs.get("attention_mask")
         bias = None
         if isinstance(mask, torch.Tensor):
             past = mask.shape[-1] - length
-            bias = _as_bias(mask[:, 0, query_at, past : past + query_at + 1].to(device))
+            bias = _as_bias(mask[:1, 0, query_at, past : past + query_at + 1].to(device))
         probs = last_query_attention(q, k, attn.scaling, bias)
         self._pending = (visual, probs[0, visual.to(device)])
 
@@ -136,6 +137,12 @@ class InnerReduction:
             return self._decode_mask(args, kwargs)
         visual, scores = self._pending
         self._pending = None
+        cache = kwargs.get("past_key_values")
+        if cache is not None and not isinstance(cache, DynamicCache):
+            raise ValueError(
+                f"{self.name}: inner merging needs a DynamicCache (layers ≥ K cache fewer tokens), got "
+                f"{type(cache).__name__}; do not set cache_implementation"
+            )
         hidden = _hidden(args, kwargs)
         length = hidden.shape[1]
         visual = visual.to(hidden.device)
@@ -145,7 +152,7 @@ class InnerReduction:
         keep[visual[kept_local]] = True
         kept_positions = keep.nonzero().flatten()
         short = hidden[:, kept_positions].clone()
-        short[0, torch.searchsorted(kept_positions, visual[kept_local])] = kept_hidden.to(short.dtype)
+        short[:, torch.searchsorted(kept_positions, visual[kept_local])] = kept_hidden.to(short.dtype)
 
         def cut(x: torch.Tensor) -> torch.Tensor:
             return x[:, kept_positions.to(x.device)]

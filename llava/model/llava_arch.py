@@ -8,9 +8,10 @@ images and videos into visual token sequences and builds `inputs_embeds`.
 Extension points used by token-reduction methods (set per instance, never on the class):
 - `video_token_compressor`: callable(model, pooled (F, N, d)) -> tokens (M, d) replacing the vanilla
   video layout; None = vanilla.
-- `mm_state`: per-instance dict written at every multimodal prefill: `visual_spans` (one list of
-  (start, length) per batch row), `prompt_length` (spliced length per row), `visual_tokens` (tokens
-  per video/image before reduction inside the LM), `pooled_tokens`.
+- `mm_state`: per-instance dict reset at the start of every sequence (`start_sequence`):
+  `visual_spans` (one list of (start, length) per batch row), `prompt_length` (spliced length per
+  row), `visual_tokens` (tokens per video/image before reduction inside the LM), `pooled_tokens`,
+  `fresh` (the next multi-token LM pass is this sequence's prefill), plus the methods' statistics.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class LlavaMetaForCausalLM:
             self.__dict__["_mm_state"] = state
         return state
 
+    def start_sequence(self, **state: Any) -> None:
+        """Begin a new sequence: drop the previous prompt's statistics, record `state`, and mark the
+        next multi-token LM pass as its prefill (`fresh`), which token-reduction hooks act on."""
+        for key in ("outer", "inner", "kept_positions", "visual_tokens", "pooled_tokens"):
+            self.mm_state.pop(key, None)
+        self.mm_state.update(state, fresh=True)
+
     # ---- visual features -------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) → projected patch features (B, P, d)."""
@@ -199,7 +207,7 @@ class LlavaMetaForCausalLM:
         Returns (None, position_ids, attention_mask, past_key_values, inputs_embeds, labels) like
         LLaVA-NeXT; rows are padded on `padding_side` (default: config.tokenizer_padding_side).
         """
-        self.mm_state.update(visual_spans=[], prompt_length=[], visual_tokens=[], pooled_tokens=[])
+        self.start_sequence(visual_spans=[], prompt_length=[], visual_tokens=[], pooled_tokens=[])
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
         batch = input_ids.shape[0]

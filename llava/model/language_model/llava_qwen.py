@@ -65,8 +65,14 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
                 )
             )
             input_ids = None
-        elif input_ids is not None and bool((input_ids < 0).any()):
-            raise ValueError("input_ids contain IMAGE_TOKEN_INDEX placeholders but no images were given")
+        elif input_ids is not None:
+            if bool((input_ids < 0).any()):
+                raise ValueError("input_ids contain IMAGE_TOKEN_INDEX placeholders but no images were given")
+            if past_key_values is None or past_key_values.get_seq_length() == 0:
+                # A new text-only sequence: no visual span, whatever the previous prompt had.
+                self.start_sequence(
+                    visual_spans=[[] for _ in range(input_ids.shape[0])], prompt_length=[input_ids.shape[1]] * input_ids.shape[0]
+                )
         out = Qwen2ForCausalLM.forward(
             self,
             input_ids=input_ids,
@@ -78,14 +84,22 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        loss = None
         if labels is not None:
             # A token-reduction method may have shortened the sequence inside the LM: score only the
             # positions that survived (text tokens always do).
             kept = self.mm_state.get("kept_positions")
             if kept is not None and labels.shape[1] != out.logits.shape[1]:
                 labels = labels[:, kept.to(labels.device)]
-            out.loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=self.config.vocab_size)
-        return out
+            loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=self.config.vocab_size)
+        out = CausalLMOutputWithPast(
+            loss=loss,
+            logits=out.logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
+        return out if return_dict is not False else out.to_tuple()
 
     @torch.no_grad()
     def generate(
@@ -97,6 +111,7 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
         **kwargs: Any,
     ):
         """Greedy/sampled generation; with `images`, returns only the new tokens (HF inputs_embeds rule)."""
+        inputs = kwargs.pop("input_ids", inputs)
         position_ids = kwargs.pop("position_ids", None)
         attention_mask = kwargs.pop("attention_mask", None)
         if "inputs_embeds" in kwargs:
@@ -110,7 +125,7 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
         else:
             if bool((inputs < 0).any()):
                 raise ValueError("input_ids contain IMAGE_TOKEN_INDEX placeholders but no images were given")
-            self.mm_state.update(visual_spans=[[] for _ in range(inputs.shape[0])], prompt_length=[inputs.shape[1]] * inputs.shape[0])
+            self.start_sequence(visual_spans=[[] for _ in range(inputs.shape[0])], prompt_length=[inputs.shape[1]] * inputs.shape[0])
             inputs_embeds = self.get_model().embed_tokens(inputs)
         return super().generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
