@@ -58,7 +58,7 @@ class HoliTomVideoCompressor:
         self.config, self.probe = config, probe
 
     def __call__(self, model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
-        scores = model.get_2dPool(self.probe.pop()[..., None]).squeeze(-1)  # same pooling as the features
+        scores = self.probe.pop_pooled(model)
         newline = model.get_model().image_newline
         position = _newline_position(model)
         if position not in ("one_token", "grid"):
@@ -89,7 +89,7 @@ class VisionZipVideoCompressor:
         self.retain_ratio, self.contextual_share, self.probe = retain_ratio, contextual_share, probe
 
     def __call__(self, model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
-        scores = model.get_2dPool(self.probe.pop()[..., None]).squeeze(-1)
+        scores = self.probe.pop_pooled(model)
         position = _newline_position(model)
         if position != "one_token":
             raise ValueError(f"VisionZip is implemented for the 'one_token' layout, not {position!r}")

@@ -42,6 +42,10 @@ class VisionAttentionProbe:
         scores, self.scores = self.scores, None
         return scores
 
+    def pop_pooled(self, model: nn.Module) -> torch.Tensor:
+        """The recorded scores pooled exactly like the video features: (frames, N) float32."""
+        return model.get_2dPool(self.pop()[..., None]).squeeze(-1)
+
     def remove(self) -> None:
         self.handle.remove()
         self.scores = None

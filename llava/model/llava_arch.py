@@ -118,6 +118,11 @@ class LlavaMetaForCausalLM:
             self.mm_state.pop(key, None)
         self.mm_state.update(state, fresh=True)
 
+    def start_text_sequence(self, input_ids: torch.Tensor) -> None:
+        """Begin a text-only sequence: every row has no visual span."""
+        batch, length = input_ids.shape
+        self.start_sequence(visual_spans=[[] for _ in range(batch)], prompt_length=[length] * batch)
+
     # ---- visual features -------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) → projected patch features (B, P, d)."""
@@ -278,7 +283,6 @@ class LlavaMetaForCausalLM:
             spans[row] = [(s + start, n_tok) for s, n_tok in spans[row]]
             self.mm_state["prompt_length"].append(start + n)
         self.mm_state["visual_spans"] = spans
-        self.mm_state["padding_side"] = side
         return (
             None,
             new_pos if position_ids is not None else None,

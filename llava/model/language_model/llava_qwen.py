@@ -70,9 +70,7 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
                 raise ValueError("input_ids contain IMAGE_TOKEN_INDEX placeholders but no images were given")
             if past_key_values is None or past_key_values.get_seq_length() == 0:
                 # A new text-only sequence: no visual span, whatever the previous prompt had.
-                self.start_sequence(
-                    visual_spans=[[] for _ in range(input_ids.shape[0])], prompt_length=[input_ids.shape[1]] * input_ids.shape[0]
-                )
+                self.start_text_sequence(input_ids)
         out = Qwen2ForCausalLM.forward(
             self,
             input_ids=input_ids,
@@ -125,7 +123,7 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
         else:
             if bool((inputs < 0).any()):
                 raise ValueError("input_ids contain IMAGE_TOKEN_INDEX placeholders but no images were given")
-            self.start_sequence(visual_spans=[[] for _ in range(inputs.shape[0])], prompt_length=[inputs.shape[1]] * inputs.shape[0])
+            self.start_text_sequence(inputs)
             inputs_embeds = self.get_model().embed_tokens(inputs)
         return super().generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
