@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from holitom.config import HoliTomConfig
+from holitom.methods.holitom import HoliTomConfig
 
 __version__ = "0.1.0"
-__all__ = ["HoliTomConfig", "apply", "apply_method", "remove", "METHODS"]
+__all__ = ["HoliTomConfig", "METHODS", "apply", "apply_method", "remove", "stats"]
 
 
 def __getattr__(name: str) -> Any:
-    # Model-side pieces import transformers; keep `import holitom` light for the pure functions.
-    if name in ("apply", "apply_method", "remove", "METHODS"):
+    # The registry is light (no torch); keep `import holitom` lighter still.
+    if name in ("apply", "apply_method", "remove", "stats", "METHODS"):
         from holitom import methods
 
         return getattr(methods, name)

@@ -29,7 +29,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"tiny {args.kind} checkpoint: {checkpoint}\nsynthetic video: {video}\n")
     runs = [
         ["--method", "vanilla"],
-        ["--method", "holitom", "--retain-ratio", "0.10", "--tau", "0.65"],
+        ["--method", "holitom", "--retain-ratio", "0.10", "--tau", "0.65", "--merge-layer", "none"],
         ["--method", "holitom", "--retain-ratio", "0.10", "--tau", "0.65", "--merge-layer", "2", "--merge-ratio", "0.5"],
     ]
     for extra in runs:

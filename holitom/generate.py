@@ -5,27 +5,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
-import torch
-
-from holitom.methods import METHODS, apply_method, check_settings
-
-
-def method_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings for `apply_method` from CLI flags (only the flags the method uses)."""
-    if args.method == "vanilla":
-        return {}
-    if args.method == "holitom":
-        settings: dict[str, Any] = {"retain_ratio": args.retain_ratio, "merge_layer": args.merge_layer, "merge_ratio": args.merge_ratio}
-        if args.tau is not None:
-            settings["tau"] = args.tau
-        if args.beta is not None:
-            settings["beta"] = args.beta
-        return settings
-    if args.method == "visionzip":
-        return {"retain_ratio": args.retain_ratio}
-    return {"fastv_layer": args.fastv_layer, "fastv_keep": args.fastv_keep}
+from holitom.methods.arguments import add_method_arguments, method_settings_from_args
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,23 +14,20 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--question", default="Describe this video.", help="question about the video")
     parser.add_argument("--frames", type=int, default=32, help="frames sampled uniformly (paper: 32 OV, 64 LLaVA-Video)")
-    parser.add_argument("--method", choices=METHODS, default="vanilla")
-    parser.add_argument("--retain-ratio", type=float, default=0.10, help="ρ: share of pooled video tokens kept (holitom, visionzip)")
-    parser.add_argument("--tau", type=float, default=None, help="τ temporal threshold (holitom; default 0.80)")
-    parser.add_argument("--beta", type=float, default=None, help="β cluster-merge weight (holitom; default 0.6)")
-    parser.add_argument("--merge-layer", type=int, default=None, help="K for inner-LLM merging (holitom; omit = no inner merge)")
-    parser.add_argument("--merge-ratio", type=float, default=0.5, help="r: share of visual tokens merged at layer K (holitom)")
-    parser.add_argument("--fastv-layer", type=int, default=2, help="K for FastV")
-    parser.add_argument("--fastv-keep", type=float, default=0.5, help="R: share FastV keeps")
+    add_method_arguments(parser, default="vanilla")
     parser.add_argument("--pool-mode", choices=("bilinear", "average", "max"), default=None, help="override mm_spatial_pool_mode (LLaVA-Video: average)")
     parser.add_argument("--conv-template", default="qwen_1_5")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None, help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, eager, flash_attention_2)")
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    import holitom
+    from holitom import methods
     from llava.constants import IMAGE_TOKEN_INDEX
     from llava.conversation import conv_templates
     from llava.mm_utils import tokenizer_image_token
@@ -62,8 +40,8 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--conv-template={args.conv_template!r}: valid templates are {sorted(conv_templates)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
-    settings = method_settings(args)
-    check_settings(args.method, **settings)  # bad settings fail before any loading
+    settings = method_settings_from_args(args)
+    methods.get(args.method).make_config(settings)  # bad values fail before any loading
 
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()
@@ -71,7 +49,7 @@ def run_generate(args: argparse.Namespace) -> int:
     tokenizer, model, processor, _ = load_pretrained_model(
         args.model, None, None, device_map=device, torch_dtype=dtype, attn_implementation=args.attn, overwrite_config=overwrite
     )
-    apply_method(model, args.method, **settings)
+    holitom.apply_method(model, args.method, **settings)
     load_s = time.perf_counter() - t0
 
     pixels = processor.preprocess(frames, return_tensors="pt")["pixel_values"].to(device=device, dtype=model.dtype)
@@ -80,7 +58,8 @@ def run_generate(args: argparse.Namespace) -> int:
     conv.append_message(conv.roles[1], None)
     ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None].to(device)
 
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    on_cuda = torch.device(device).type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if on_cuda else (lambda: None)
     sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -89,22 +68,20 @@ def run_generate(args: argparse.Namespace) -> int:
     gen_s = time.perf_counter() - t0
     answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
 
-    state = model.mm_state
+    stats = holitom.stats(model)
     print(f"video: {args.video} ({info['total_frames']} frames, {len(frames)} sampled, backend {info['backend']})")
-    print(f"method: {args.method} {settings if settings else ''}".rstrip())
-    print(f"visual tokens: pooled {sum(state.get('pooled_tokens', []))} → entering the LLM {sum(state.get('visual_tokens', []))}", end="")
-    inner = state.get("inner")
-    if inner and state.get("kept_positions") is not None:
-        print(f" → surviving layer {inner['layer']}: {inner['visual_kept']}")
-    else:
-        print()
-    for outer in state.get("outer", []):
+    print(f"method: {stats.method} {stats.settings if stats.settings else ''}".rstrip())
+    stages = "".join(f" → surviving layer {s['layer']}: {s['visual_kept']}" for s in stats.stages)
+    print(f"visual tokens: pooled {stats.pooled_tokens} → entering the LLM {stats.visual_tokens}{stages}")
+    for outer in stats.outer:
         if outer.get("method") == "holitom":
             print(
                 f"holitom outer: {outer['segments']} temporal segments, {outer['reduced']} tokens merged in time, "
                 f"ρ'={outer['adjusted_ratio']:.3f}, {outer['static']} static + {outer['dynamic']} dynamic tokens"
             )
-    print(f"prompt tokens (spliced): {state['prompt_length'][0]}; new tokens: {out.shape[1]}")
+    if stats.decode:
+        print("decode: " + ", ".join(f"{k} {v}" for k, v in stats.decode.items()))
+    print(f"prompt tokens (spliced): {stats.prompt_tokens}; new tokens: {out.shape[1]}")
     print(f"timings: load {load_s:.2f}s, generate {gen_s:.2f}s ({device}, {dtype})")
     print(f"answer: {answer}")
     return 0

@@ -1,7 +1,8 @@
 """Inner-LLM token merging (spec §3 steps 2–3): pure tensor functions, no model.
 
 At decoder layer K the visual tokens are scored by the attention the last prompt token pays them (layer K−1).
-The top round(n_v·(1−r)) are kept; every dropped token is merged into its most similar kept token.
+The top `holitom.counts.merge_keep_count(n_v, r)` = round(n_v·(1−r)) are kept; every dropped token is merged
+into its most similar kept token.
 The model hook (attention row, sequence surgery, RoPE positions) lives elsewhere and calls these.
 """
 
@@ -10,38 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from holitom.config import INNER_UPDATES
-
-
-def round_count(x: float) -> int:
-    """Python round() of a token count after snapping float noise (e.g. 5·0.7 = 3.4999999999999996 → 3.5).
-
-    Rounding to 9 decimals first makes counts depend on the intended decimal ratio, not its binary error.
-    """
-    return int(round(round(x, 9)))
-
-
-def inner_keep_count(n_visual: int, merge_ratio: float) -> int:
-    """Number of visual tokens kept at the merge layer: round(n_visual·(1−merge_ratio)) (Python round)."""
-    if isinstance(n_visual, bool) or not isinstance(n_visual, int) or n_visual < 0:
-        raise ValueError(f"n_visual={n_visual!r}: must be an integer ≥ 0")
-    if (
-        isinstance(merge_ratio, bool)
-        or not isinstance(merge_ratio, (int, float))
-        or not 0.0 <= merge_ratio < 1.0
-    ):
-        raise ValueError(f"merge_ratio={merge_ratio!r}: must be in [0, 1)")
-    return round_count(n_visual * (1.0 - merge_ratio))
-
-
-def topk_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Positions of the k highest scores along the last dim, sorted ascending.
-
-    scores: (..., n). Returns LongTensor (..., k). Ties go to the lower position: a stable descending sort
-    keeps equal scores in position order, so the result is deterministic (torch.topk makes no such promise).
-    """
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-    return torch.sort(order[..., :k], dim=-1).values
+from holitom.methods.holitom import INNER_UPDATES
+from holitom.spatial import select_top_scores
 
 
 def select_kept(scores: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +26,7 @@ def select_kept(scores: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, torch.
     n_v = scores.shape[0]
     if isinstance(n_keep, bool) or not isinstance(n_keep, int) or not 0 <= n_keep <= n_v:
         raise ValueError(f"n_keep={n_keep!r}: must be an integer in [0, {n_v}]")
-    kept = topk_positions(scores, n_keep)
+    kept = select_top_scores(scores, n_keep)
     is_kept = torch.zeros(n_v, dtype=torch.bool, device=scores.device)
     is_kept[kept] = True
     dropped = torch.nonzero(~is_kept, as_tuple=False).flatten()

@@ -1,9 +1,9 @@
 """Outer-LLM merging of HoliTom (spec §1–2): temporal windows, then spatial merging per segment.
 
 `compress_video` maps pooled frame tokens (F, N, C) and their received-attention scores (F, N) to the
-visual token sequence fed to the LM. Token counts follow the paper's Python code: per-frame budget
-b = math.ceil(n·ρ'), dominant = round(b·(1-D)) and static centres = round(n_static·ρ') use Python's
-built-in round() on floats (round half to even: round(2.5) == 2). Similarities and distances are
+visual token sequence fed to the LM. Token counts follow the paper's Python code (`holitom.counts`): per-frame
+budget b = math.ceil(n·ρ'), dominant = round(b·(1-D)) and static centres = round(n_static·ρ') with Python's
+built-in round() on the float product (round half to even: round(2.5) == 2). Similarities and distances are
 computed in float32; static means and β-merges are accumulated in float32; tokens are returned in
 the input dtype. Tokens that are kept unmerged are bit-exact copies of the input.
 """
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from holitom.config import HoliTomConfig
+from holitom import counts
+from holitom.methods.holitom import HoliTomConfig
 from holitom.spatial import cluster_merge, select_top_scores
 from holitom.temporal import check_features, frame_similarity, segment_frames
 
@@ -121,7 +122,7 @@ def compress_video_with_info(
             static_mask = stable[start:end].all(0)
             dynamic_pos = (~static_mask).nonzero().squeeze(1)
             static_pos = static_mask.nonzero().squeeze(1)
-            num_centres = round(static_pos.numel() * rho)
+            num_centres = counts.round_share(static_pos.numel(), rho)
             if num_centres > 0:
                 # float32 accumulation without a float32 copy of the window
                 static = clip.mean(0, dtype=torch.float32)[static_pos].to(features.dtype)  # (n_static, C)
@@ -138,9 +139,8 @@ def compress_video_with_info(
 
         # Dynamic tokens, all frames of the segment at once: (w, n) with the same n per frame.
         n = dynamic_pos.numel()
-        budget = math.ceil(n * rho)
-        dominant = round(budget * (1 - config.contextual_share))
-        contextual = budget - dominant
+        budget = counts.ceil_share(n, rho)
+        dominant, contextual = counts.split_budget(budget, config.contextual_share)
         if budget == 0:
             continue
         rows = torch.arange(width, device=device).unsqueeze(1)  # (w, 1)

@@ -1,8 +1,10 @@
-"""Synthetic test videos: deterministic frames written as real mp4 files with PyAV.
+"""Synthetic inputs, the one home for tests, smoke tasks, the demo and benchmarks: deterministic frames
+written as real mp4 files with PyAV, preprocessed pixel tensors, and prompts shaped like the real one.
 
-`synthetic_frames` makes the frames; `write_synthetic_video` encodes them (H.264 when the PyAV build has
-an encoder for it, else MPEG-4 Part 2) and returns the frames it wrote, so tests can compare decoded
-frames against the source (the codecs are lossy: compare with a tolerance).
+`synthetic_frames` makes the frames; `write_synthetic_video` encodes them (H.264 without B-frames when the
+PyAV build has an encoder for it, else MPEG-4 Part 2) and returns the frames it wrote, so tests can compare
+decoded frames against the source (the codecs are lossy: compare with a tolerance). `synthetic_pixels` and
+`synthetic_prompt` are model inputs that skip decoding and tokenising.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def write_synthetic_video(
         raise ValueError(f"codec must be one of the available encoders {available}, got {codec!r}")
     options, bit_rate = ENCODERS[codec]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with av.open(os.fspath(path), mode="w", format="mp4") as container:
+    partial = f"{os.fspath(path)}.part"  # a half-written file never looks like a finished video
+    with av.open(partial, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if bit_rate:
@@ -114,6 +117,7 @@ def write_synthetic_video(
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))  # flush the encoder
+    os.replace(partial, path)
     return frames
 
 
@@ -147,3 +151,43 @@ def write_corrupt_video(path: str | os.PathLike, kind: str = "garbage") -> None:
         path.write_bytes(path.read_bytes()[:100])
     else:
         raise ValueError(f"kind must be 'garbage' or 'truncated', got {kind!r}")
+
+
+def synthetic_pixels(num_frames: int, size: int = 384, seed: int = 0):
+    """Preprocessed frames (F, 3, size, size) float32 in the processor's range [-1, 1]: a shared random
+    background with per-frame noise, so neighbouring frames are similar (temporal merging has work to do)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, size, size, generator=gen) * 2 - 1
+    drift = torch.rand(num_frames, 3, size, size, generator=gen) * 2 - 1
+    return (0.8 * base + 0.2 * drift).clamp(-1, 1)
+
+
+# qwen_1_5 template tokens before <image> ("<|im_start|>system\nYou are ... user\n") and after it
+# ("\n" + a ~18-token question + "<|im_end|>\n<|im_start|>assistant\n").
+PROMPT_TEXT_BEFORE, PROMPT_TEXT_AFTER = 14, 24
+
+
+def synthetic_prompt(vocab_size: int, seed: int = 0):
+    """(1, L) ids shaped like the qwen_1_5 video prompt: text, one <image> placeholder, text."""
+    import torch
+
+    from llava.constants import IMAGE_TOKEN_INDEX
+
+    gen = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, vocab_size, (PROMPT_TEXT_BEFORE + PROMPT_TEXT_AFTER,), generator=gen)
+    image = torch.tensor([IMAGE_TOKEN_INDEX])
+    return torch.cat([text[:PROMPT_TEXT_BEFORE], image, text[PROMPT_TEXT_BEFORE:]])[None]
+
+
+def video_prompt(tokenizer, question: str = "Describe what happens in this video in detail."):
+    """(1, L) ids of the qwen_1_5 prompt `<image>\\n{question}` for a real tokenizer."""
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.conversation import conv_templates
+    from llava.mm_utils import tokenizer_image_token
+
+    conv = conv_templates["qwen_1_5"].copy()
+    conv.append_message(conv.roles[0], "<image>\n" + question)
+    conv.append_message(conv.roles[1], None)
+    return tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]

@@ -150,16 +150,22 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
     if len(tokenizer) > raw["vocab_size"]:
         raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, more than vocab_size {raw['vocab_size']}")
 
-    torch.manual_seed(seed)
     config = LlavaQwenConfig(**{k: v for k, v in raw.items() if k != "model_type"})
-    model = LlavaQwenForCausalLM(config).eval()
+    with torch.random.fork_rng(devices=[]):  # construction's random init must not move the caller's RNG
+        model = LlavaQwenForCausalLM(config).eval()
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        # Larger-than-default random weights so that different inputs give visibly different outputs.
+        # Every weight from the local generator: larger-than-default random matrices so that different
+        # inputs give visibly different outputs, a unit-scale newline, norms 1, biases 0.
         for name, param in model.named_parameters():
             if param.dim() >= 2:
-                param.normal_(0.0, 0.08)
+                param.normal_(0.0, 0.08, generator=gen)
             elif name.endswith("image_newline"):
-                param.normal_(0.0, 1.0)
+                param.normal_(0.0, 1.0, generator=gen)
+            elif "norm" in name and name.endswith("weight"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(out_dir)
     # The published repos also ship the slow-tokenizer files; write them from the same BPE model.

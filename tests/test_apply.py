@@ -8,9 +8,10 @@ import torch
 from conftest import load, random_frames, video_prompt_ids
 
 import holitom
+from holitom.hosts import host_for
 from holitom.methods import apply_method
 from holitom.outer import compress_video
-from holitom.patch.qwen2 import InnerReduction
+from holitom.patch.qwen2 import InnerReduction, Stage
 
 
 def _logits(model, ids, frames, **kwargs):
@@ -34,14 +35,22 @@ def test_ratio_one_with_tau_above_one_reproduces_vanilla_exactly(fixture, reques
     assert torch.equal(_logits(model, ids, frames).logits, vanilla)
 
 
-def test_r0_and_k_beyond_depth_give_identical_logits_and_tokens(ov_model):
+def test_r0_gives_identical_logits_and_tokens_and_k_beyond_depth_is_an_error(ov_model):
     tokenizer, model, _, _ = ov_model
     ids, frames = video_prompt_ids(tokenizer), random_frames(4)
     vanilla, vanilla_tokens = _logits(model, ids, frames).logits, _generate(model, ids, frames)
-    for merge_layer, merge_ratio in [(2, 0.0), (1, 0.0), (4, 0.5), (99, 0.5)]:
+    for merge_layer, merge_ratio in [(2, 0.0), (1, 0.0), (3, 0.0)]:
         holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, tau=1.5, merge_layer=merge_layer, merge_ratio=merge_ratio))
         assert torch.equal(_logits(model, ids, frames).logits, vanilla), (merge_layer, merge_ratio)
         assert torch.equal(_generate(model, ids, frames), vanilla_tokens)
+    for merge_layer in (4, 99):  # a merge layer the 4-layer LM does not have: never silently "w/o M"
+        with pytest.raises(ValueError, match=rf"merge_layer={merge_layer} is beyond this 4-layer LM: layers must be in \[1, 3\]"):
+            holitom.apply(model, holitom.HoliTomConfig(retain_ratio=1.0, merge_layer=merge_layer))
+        assert holitom.methods.installed(model) is None
+    with pytest.raises(ValueError, match=r"merge_layer=18 \(the default\) is beyond this 4-layer LM"):
+        holitom.apply_method(model, "holitom", retain_ratio=0.5)
+    with pytest.raises(ValueError, match=r"fastv_layer=9 is beyond this 4-layer LM"):
+        holitom.apply_method(model, "fastv", fastv_layer=9)
     holitom.remove(model)
 
 
@@ -53,7 +62,8 @@ def test_inner_merge_counts_cache_lengths_and_positions(ov_model):
     n_visual = 4 * 196 + 1
     full = ids.shape[1] - 1 + n_visual
     kept = round(n_visual * 0.5)
-    assert model.mm_state["inner"] == {"method": "holitom", "layer": 2, "visual_in": n_visual, "visual_kept": kept}
+    stats = holitom.stats(model)
+    assert (stats.method, stats.stages) == ("holitom", [{"layer": 2, "visual_in": n_visual, "visual_kept": kept}])
     short = full - (n_visual - kept)
     assert out.logits.shape[1] == short
     lengths = [layer.keys.shape[-2] for layer in out.past_key_values.layers]
@@ -102,16 +112,16 @@ def test_inner_scores_are_the_last_token_attention_row(tiny_ov):
     ids, frames = video_prompt_ids(tokenizer), random_frames(3)
     recorded = {}
 
-    def keep_all(hidden, scores):
+    def keep_all(hidden, scores, n_in):
         recorded["scores"] = scores.clone()
         return torch.arange(hidden.shape[0]), hidden
 
-    inner = InnerReduction(model, 3, keep_all, "probe")
+    inner = InnerReduction(host_for(model), [Stage(3, keep_all, 2)], "probe")
     try:
         out = _logits(model, ids, frames, output_attentions=True)
     finally:
         inner.remove()
-    (start, length), = model.mm_state["visual_spans"][0]
+    (start, length), = model.sequence_state.visual_spans[0]
     expected = out.attentions[2][0, :, -1, start : start + length].mean(0)
     torch.testing.assert_close(recorded["scores"], expected, atol=1e-6, rtol=1e-5)
 
@@ -137,9 +147,9 @@ def test_remove_restores_vanilla_and_models_stay_independent(tiny_ov):
     holitom.apply(a, holitom.HoliTomConfig(retain_ratio=0.2, merge_layer=2))
     holitom.apply(b, holitom.HoliTomConfig(retain_ratio=0.5, merge_layer=None))
     merged_a = _logits(a, ids, frames)
-    assert a.mm_state["inner"]["visual_kept"] < a.mm_state["visual_tokens"][0]
+    assert holitom.stats(a).visual_after < holitom.stats(a).visual_tokens
     _logits(b, ids, frames)
-    assert "inner" not in b.mm_state and b.mm_state["visual_tokens"][0] > a.mm_state["visual_tokens"][0]
+    assert not holitom.stats(b).stages and holitom.stats(b).visual_tokens > holitom.stats(a).visual_tokens
     holitom.remove(b)
     assert torch.equal(_logits(b, ids, frames).logits, vanilla)
     assert torch.equal(_logits(a, ids, frames).logits, merged_a.logits)  # a unaffected by b's changes
@@ -201,12 +211,12 @@ def test_visionzip_and_fastv_installs(ov_model):
     assert torch.equal(_logits(model, ids, frames).logits, vanilla)
     apply_method(model, "visionzip", retain_ratio=0.1)
     _logits(model, ids, frames)
-    assert model.mm_state["visual_tokens"] == [4 * 20 + 1]  # F × ceil(196 × 0.1) + newline
+    assert model.sequence_state.visual_tokens == [4 * 20 + 1]  # F × ceil(196 × 0.1) + newline
     apply_method(model, "fastv", fastv_layer=2, fastv_keep=1.0)
     assert torch.equal(_logits(model, ids, frames).logits, vanilla)
     apply_method(model, "fastv", fastv_layer=2, fastv_keep=0.5)
     out = _logits(model, ids, frames)
-    assert model.mm_state["inner"]["visual_kept"] == 4 * 196 + 1 - round((4 * 196 + 1) * 0.5)
+    assert holitom.stats(model).visual_after == 4 * 196 + 1 - round((4 * 196 + 1) * 0.5)
     assert out.logits.shape[1] < vanilla.shape[1]
     apply_method(model, "vanilla")
     assert torch.equal(_logits(model, ids, frames).logits, vanilla)
@@ -223,12 +233,13 @@ def test_text_only_pass_after_a_video_prompt_is_not_merged(ov_model):
         vanilla = model(input_ids=text).logits
     holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.5, merge_layer=2, merge_ratio=0.5))
     _logits(model, video_prompt_ids(tokenizer), random_frames(2))
-    assert model.mm_state["inner"]["visual_kept"] > 0
+    assert holitom.stats(model).visual_after > 0
     with torch.no_grad():
         after = model(input_ids=text).logits
         batch = model(input_ids=torch.cat([text, text])).logits
     assert torch.equal(after, vanilla) and torch.equal(batch[1:], vanilla)
-    assert "inner" not in model.mm_state and "outer" not in model.mm_state  # statistics belong to one sequence
+    stats = holitom.stats(model)
+    assert not stats.stages and not stats.outer and stats.visual_tokens == 0  # statistics belong to one sequence
 
 
 def test_follow_up_turn_on_a_merged_cache(ov_model):
@@ -274,7 +285,7 @@ def test_inner_merge_edge_cases(ov_model):
     # so few visual tokens that round(n·(1−r)) would be 0: one survivor is kept
     holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.01, tau=1.5, merge_layer=2, merge_ratio=0.9))
     _logits(model, video_prompt_ids(tokenizer), random_frames(1))
-    assert model.mm_state["inner"]["visual_kept"] == 1
+    assert holitom.stats(model).visual_after == 1
     with pytest.raises(ValueError, match="DynamicCache"):
         _generate(model, video_prompt_ids(tokenizer), frames, cache_implementation="static", max_new_tokens=2)
 

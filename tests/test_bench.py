@@ -13,23 +13,18 @@ import statistics
 import pytest
 import torch
 
-from holitom.baselines.fastv import fastv_keep_count
-from holitom.bench import (
-    DEFAULT_METHODS,
-    SHAPES,
-    add_bench_arguments,
-    bench_methods,
-    build_random_model,
-    default_merge_layer,
-    parse_methods,
-    run_bench,
-    shape_config,
-    synthetic_frames,
-    synthetic_prompt,
-)
-from holitom.flops import MODEL_SHAPES, actual_prefill_flops, get_shape
-from holitom.inner import inner_keep_count
+import holitom
+from holitom.bench import DEFAULT_METHODS, add_bench_arguments, parse_methods, run_bench, scaled_layer
+from holitom.counts import drop_keep_count, merge_keep_count
+from holitom.flops import schedule_flops
 from holitom.methods import apply_method, installed, remove
+from holitom.random_model import build_random_model, shape_config
+from holitom.shapes import SHAPES, get_shape
+from holitom.synthetic import synthetic_pixels as synthetic_frames
+from holitom.synthetic import synthetic_prompt
+from holitom.timing import bench_methods
+
+MODEL_SHAPES = SHAPES
 
 FRAMES = 2
 REPEATS = 2
@@ -48,16 +43,29 @@ def _args(**overrides) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------- --methods
 
 
-def test_default_merge_layer_is_the_papers_k_or_its_relative_depth():
-    assert default_merge_layer("ov-7b", 28, 28) == 18
-    assert default_merge_layer("ov-72b", 80, 80) == 60
-    assert default_merge_layer("ov-0.5b", 24, 24) == 15
-    assert default_merge_layer("ov-7b", 8, 28) == 5  # round(18·8/28 = 5.14)
-    assert default_merge_layer("ov-0.5b", 6, 24) == 4  # round(15·6/24 = 3.75)
-    assert default_merge_layer(None, 4) == 3  # round(18·4/28 = 2.57)
-    assert default_merge_layer("ov-7b", 2, 28) == 1  # clamped to [1, layers − 1]
+def test_scaled_layer_keeps_the_relative_depth():
+    assert scaled_layer(18, 28, 28) == 18
+    assert scaled_layer(60, 80, 80) == 60
+    assert scaled_layer(18, 8, 28) == 5  # round(18·8/28 = 5.14)
+    assert scaled_layer(15, 6, 24) == 4  # round(15·6/24 = 3.75)
+    assert scaled_layer(18, 4, 28) == 3  # round(18·4/28 = 2.57)
+    assert scaled_layer(18, 2, 28) == 1  # clamped to [1, layers − 1]
     with pytest.raises(ValueError, match="num_layers=1"):
-        default_merge_layer("ov-7b", 1, 28)
+        scaled_layer(18, 1, 28)
+
+
+def test_parse_methods_holitom_k_is_the_papers_or_its_relative_depth():
+    k = {
+        (shape, layers): parse_methods("holitom", layers, shape, full)[1].settings["merge_layer"]
+        for shape, layers, full in (("ov-7b", 28, 28), ("ov-72b", 80, 80), ("ov-0.5b", 24, 24), ("ov-7b", 8, 28))
+    }
+    assert k == {("ov-7b", 28): 18, ("ov-72b", 80): 60, ("ov-0.5b", 24): 15, ("ov-7b", 8): 5}
+    assert parse_methods("holitom", 4)[1].settings["merge_layer"] == 3  # no published shape: 18 of 28 moved
+
+
+def full(method: str, **given):
+    """The full settings of a method's config with these values (what the bench installs)."""
+    return holitom.methods.get(method).config_dict(holitom.methods.get(method).make_config(given))
 
 
 def test_parse_methods_settings_and_labels():
@@ -73,20 +81,15 @@ def test_parse_methods_settings_and_labels():
         (
             "holitom ρ=0.10 K=18 r=0.5",
             "holitom",
-            {
-                "retain_ratio": 0.10,
-                "merge_layer": 18,
-                "merge_ratio": 0.5,
-                "tau": 0.65,
-            },  # paper τ for OV-7B ρ=0.10
+            full("holitom", retain_ratio=0.10, merge_layer=18, merge_ratio=0.5, tau=0.65),  # paper τ, OV-7B ρ=0.10
         ),
-        ("holitom w/o M ρ=0.15", "holitom", {"retain_ratio": 0.15, "merge_layer": None, "tau": 0.80}),
-        ("visionzip ρ=0.10", "visionzip", {"retain_ratio": 0.10}),
-        ("fastv K=3 R=0.25", "fastv", {"fastv_layer": 3, "fastv_keep": 0.25}),
+        ("holitom w/o M ρ=0.15", "holitom", full("holitom", retain_ratio=0.15, merge_layer=None, tau=0.80)),
+        ("visionzip ρ=0.10", "visionzip", full("visionzip", retain_ratio=0.10)),
+        ("fastv K=3 R=0.25", "fastv", full("fastv", fastv_layer=3, fastv_keep=0.25)),
         (
             "holitom ρ=0.20 K=18 r=0.5 max_window_size=4 tau=0.9",
             "holitom",
-            {"retain_ratio": 0.2, "tau": 0.9, "max_window_size": 4, "merge_layer": 18, "merge_ratio": 0.5},
+            full("holitom", retain_ratio=0.2, tau=0.9, max_window_size=4, merge_layer=18, merge_ratio=0.5),
         ),
     ]
 
@@ -94,7 +97,7 @@ def test_parse_methods_settings_and_labels():
 def test_parse_methods_defaults_and_vanilla_first():
     specs = parse_methods("fastv,holitom", 8, "ov-0.5b", 24)
     assert [s.label for s in specs] == ["vanilla", "fastv K=2 R=0.5", "holitom ρ=0.10 K=5 r=0.5"]
-    assert specs[2].settings == {"retain_ratio": 0.10, "merge_layer": 5, "merge_ratio": 0.5, "tau": 0.80}
+    assert specs[2].settings == full("holitom", retain_ratio=0.10, merge_layer=5, merge_ratio=0.5, tau=0.80)
     assert [s.method for s in parse_methods(DEFAULT_METHODS, 4)] == [
         "vanilla",
         "holitom",
@@ -109,14 +112,15 @@ def test_parse_methods_defaults_and_vanilla_first():
     [
         ("vanilla,tome", "unknown method 'tome'"),
         ("holitom:k=3", "bad setting 'k=3' for holitom"),
-        ("fastv@0.1", "@ρ applies to holitom and visionzip, not fastv"),
-        ("holitom:K=4", r"K=4 must be in \[1, 3\]"),
-        ("fastv:K=0", r"K=0 must be in \[1, 3\]"),
-        ("fastv:R=1.5", r"R=1.5 must be in \(0, 1\]"),
+        ("fastv@0.1", "@ρ applies to methods with a retain_ratio, not fastv"),
+        ("holitom:K=4", r"merge_layer=4 is beyond this 4-layer LM: layers must be in \[1, 3\]"),
+        ("fastv:K=0", "fastv_layer=0: must be an integer ≥ 1"),
+        ("fastv:K=4", r"fastv_layer=4 is beyond this 4-layer LM: layers must be in \[1, 3\]"),
+        ("fastv:R=1.5", r"fastv_keep=1.5: must be in \(0, 1\]"),
         ("holitom@1.5", "retain_ratio=1.5"),
         ("holitom:r=1", "merge_ratio=1.0"),
-        ("holitom@abc", "retain_ratio='abc' is not a number"),
-        ("holitom:K=two", "merge_layer='two' is not an integer"),
+        ("holitom@abc", "retain_ratio='abc': must be a number"),
+        ("holitom:K=two", "merge_layer='two': must be an integer or none"),
         ("visionzip@0", "retain_ratio"),
         ("holitom,holitom@0.10", "listed twice"),
         ("vanilla,,fastv", "empty item"),
@@ -130,7 +134,7 @@ def test_parse_methods_errors_name_the_bad_part(text, message):
 
 
 def test_visionzip_is_refused_on_the_grid_layout():
-    with pytest.raises(ValueError, match="VisionZip.*'grid'"):
+    with pytest.raises(ValueError, match="visionzip supports the one_token layout, not 'grid'"):
         parse_methods("visionzip@0.1", 28, "vid-7b", 28, newline_position="grid")
 
 
@@ -282,18 +286,20 @@ def test_token_counts_match_hand_counts(report):
         "llm_input": n,
         "after_inner": n,
         "inner_layer": None,
+        "schedule": [[0, n]],
         "sequence": n + 38,
     }
     assert res["visionzip ρ=0.10"]["tokens"]["llm_input"] == FRAMES * math.ceil(196 * 0.10) + 1
     fastv = res["fastv K=2 R=0.5"]["tokens"]
     assert (fastv["llm_input"], fastv["after_inner"], fastv["inner_layer"]) == (
         n,
-        fastv_keep_count(n, 0.5),
+        drop_keep_count(n, 0.5),
         2,
     )
     merged, plain = res["holitom ρ=0.10 K=2 r=0.5"]["tokens"], res["holitom w/o M ρ=0.10"]["tokens"]
     assert merged["llm_input"] == plain["llm_input"] < n // 5  # same outer merge, ~ρ of the tokens
-    assert merged["after_inner"] == inner_keep_count(merged["llm_input"], 0.5) and merged["inner_layer"] == 2
+    assert merged["after_inner"] == merge_keep_count(merged["llm_input"], 0.5) and merged["inner_layer"] == 2
+    assert merged["schedule"] == [[0, merged["llm_input"]], [2, merged["after_inner"]]]
     assert plain["after_inner"] == plain["llm_input"] and plain["inner_layer"] is None
 
 
@@ -305,10 +311,9 @@ def test_token_counts_match_an_uninstrumented_run_of_each_method(report):
         apply_method(model, res["method"], **res["settings"])
         with torch.no_grad():
             model(input_ids=ids, images=[frames], modalities=["video"])
-        state = model.mm_state
-        assert state["visual_tokens"] == [res["tokens"]["llm_input"]], res["label"]
-        if res["tokens"]["inner_layer"] is not None:
-            assert state["inner"]["visual_kept"] == res["tokens"]["after_inner"], res["label"]
+        stats = holitom.stats(model)
+        assert stats.visual_tokens == res["tokens"]["llm_input"], res["label"]
+        assert stats.visual_after == res["tokens"]["after_inner"], res["label"]
         remove(model)
 
 
@@ -331,7 +336,8 @@ def test_ratios_and_flops_come_from_the_same_run(report):
         assert res["compression_overhead_ms"] == pytest.approx(t["compression_ms"] - base["compression_ms"])
         tok = res["tokens"]
         inner = tok["inner_layer"]
-        flops = actual_prefill_flops(shape, tok["llm_input"], tok["after_inner"] if inner else None, inner)
+        steps = ((0, tok["llm_input"]),) + (((inner, tok["after_inner"]),) if inner else ())
+        flops = schedule_flops(shape, steps)
         assert res["flops"]["actual_tflops"] == pytest.approx(flops / 1e12, rel=1e-12)
         assert res["speedup"]["flops"] == pytest.approx(vanilla["flops"]["actual_tflops"] / (flops / 1e12))
         assert res["flops"]["actual_percent_of_vanilla"] == pytest.approx(100 / res["speedup"]["flops"])

@@ -55,6 +55,8 @@ def _run_stock(
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
+pytestmark = pytest.mark.slow  # end to end through lmms-eval
+
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory) -> str:
     return prepare_smoke_data(tmp_path_factory.mktemp("stock"))

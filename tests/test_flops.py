@@ -8,21 +8,22 @@ import math
 
 import pytest
 
+from holitom import paper
+from holitom.counts import outer_tokens as outer_visual_tokens
 from holitom.flops import (
-    MODEL_SHAPES,
-    ModelShape,
-    actual_prefill_flops,
     add_flops_arguments,
     layer_flops,
     method_flops,
-    outer_visual_tokens,
-    paper_table,
+    paper_cells,
     prefill_flops,
     run_flops,
-    shape_from_config,
+    schedule_flops,
 )
+from holitom.shapes import SHAPES as MODEL_SHAPES
+from holitom.shapes import ModelShape, shape_from_config
 
 OV7 = MODEL_SHAPES["ov-7b"]
+IMPLEMENTED = [c for c in paper_cells() if c["tflops"] is not None]
 
 
 def ov7_layer(n: int) -> int:
@@ -32,23 +33,44 @@ def ov7_layer(n: int) -> int:
 # --------------------------------------------------------------------------------------- paper cells
 
 
-@pytest.mark.parametrize("row", paper_table(), ids=lambda r: f"{r['model']}-{r['label']}-{r['retain_ratio']}")
-def test_every_paper_cell_is_reproduced(row):
-    assert row["tflops"] == row["paper_tflops"]
+@pytest.mark.parametrize("cell", IMPLEMENTED, ids=lambda c: f"{c['table']}-{c['method']}-{c['budget']}")
+def test_every_paper_cell_is_reproduced(cell):
+    assert cell["tflops"] == cell["paper_tflops"]
 
 
-def test_paper_table_covers_all_cells():
-    rows = paper_table()
-    cells = {(r["model"], r["retain_ratio"], r["merge_layer"]): r["tflops"] for r in rows}
-    assert len(rows) == 14
-    assert cells[("ov-7b", None, None)] == 40.8
-    assert [cells[("ov-7b", rho, None)] for rho in (0.25, 0.20, 0.15, 0.10)] == [8.7, 7.0, 5.2, 3.4]
-    assert [cells[("ov-7b", rho, 18)] for rho in (0.25, 0.20, 0.15, 0.10)] == [7.1, 5.8, 4.3, 2.8]
-    assert cells[("vid-7b", None, None)] == 80.2
-    assert cells[("vid-7b", 0.15, None)] == 9.3
-    assert cells[("vid-7b", 0.15, 18)] == 7.6
-    assert cells[("ov-72b", None, None)] == 429.3
-    assert cells[("ov-72b", 0.15, 60)] == 51.6
+def test_paper_cells_cover_every_tflops_cell_of_the_paper_data():
+    cells = paper_cells()
+    expected = [r for r in paper.result_rows() if r["values"].get("TFLOPs") is not None]
+    assert len(cells) == len(expected) == 36
+    assert [(c["table"], c["method"], c["budget"], c["paper_tflops"]) for c in cells] == [
+        (r["table"], r["method"], r["budget"], r["values"]["TFLOPs"]) for r in expected
+    ]
+    for cell in cells:
+        assert set(cell) == {"table", "model", "method", "budget", "tflops", "paper_tflops", "settings"}
+        assert (cell["tflops"] is None) == (cell["settings"] is None)
+    by_key = {(c["model"], c["method"], c["budget"]): c["tflops"] for c in cells}
+    assert by_key[("ov-7b", "Vanilla", 1.0)] == 40.8
+    assert [by_key[("ov-7b", "HoliTom (w/o M)", b)] for b in (0.25, 0.2, 0.15, 0.1)] == [8.7, 7.0, 5.2, 3.4]
+    assert [by_key[("ov-7b", "HoliTom", b)] for b in (0.25, 0.2, 0.15, 0.1)] == [7.1, 5.8, 4.3, 2.8]
+    assert [by_key[("ov-7b", "VisionZip", b)] for b in (0.25, 0.2, 0.15, 0.1)] == [8.7, 7.0, 5.2, 3.4]
+    assert by_key[("ov-7b", "FastV", 0.25)] == 9.3 and by_key[("ov-72b", "FastV", 0.15)] == 86.4
+    assert by_key[("vid-7b", "FastV", 0.15)] == 17.1
+    assert (by_key[("vid-7b", "Vanilla", 1.0)], by_key[("vid-7b", "HoliTom", 0.15)]) == (80.2, 7.6)
+    assert (by_key[("ov-72b", "Vanilla", 1.0)], by_key[("ov-72b", "HoliTom", 0.15)]) == (429.3, 51.6)
+
+
+def test_fastv_paper_preset_is_the_only_grid_setting_for_all_three_cells():
+    """(K, R) on a 1 % grid of R, K in 1..8: only K=2, R=0.2 rounds to 9.3 / 86.4 / 17.1 TFLOPs."""
+    fits = [
+        (k, r / 100)
+        for k in range(1, 9)
+        for r in range(1, 101)
+        if all(
+            round(method_flops(model, method="fastv", fastv_layer=k, fastv_keep=r / 100).tflops, 1) == cell
+            for model, cell in (("ov-7b", 9.3), ("ov-72b", 86.4), ("vid-7b", 17.1))
+        )
+    ]
+    assert fits == [(2, 0.2)]
 
 
 def test_headline_cell_is_6_9_percent_of_vanilla():
@@ -93,12 +115,13 @@ def test_prefill_flops_split_at_merge_layer():
     ) + 3 * layer_flops(3, 3, 5)
 
 
-def test_prefill_flops_no_reduction_cases_equal_plain():
+def test_prefill_flops_no_reduction_cases_equal_plain_and_layers_beyond_the_depth_are_errors():
     plain = prefill_flops(28, 3584, 18944, 640)
     assert prefill_flops(28, 3584, 18944, 640, merge_layer=18, merge_ratio=0.0) == plain
-    assert prefill_flops(28, 3584, 18944, 640, merge_layer=28, merge_ratio=0.5) == plain
-    assert prefill_flops(28, 3584, 18944, 640, merge_layer=40, merge_ratio=0.5) == plain
     assert prefill_flops(28, 3584, 18944, 640, merge_layer=18, merge_ratio=0.5) < plain
+    for layer in (28, 40):
+        with pytest.raises(ValueError, match=rf"merge_layer={layer}: must be in \[1, 27\]"):
+            prefill_flops(28, 3584, 18944, 640, merge_layer=layer, merge_ratio=0.5)
 
 
 def test_outer_visual_tokens_ceil_per_frame():
@@ -110,12 +133,11 @@ def test_outer_visual_tokens_ceil_per_frame():
     assert outer_visual_tokens(1, 196, 0.001) == 1
 
 
-def test_outer_visual_tokens_sheds_float_error():
-    # Binary error makes these products land just above an integer; a bare ceil would add a token.
+def test_outer_visual_tokens_ceil_the_float_product_as_the_reference_does():
+    # Binary error lands these products just above an integer; the reference's bare ceil adds a token.
     assert math.ceil(100 * 0.07) == 8 and math.ceil(200 * 0.55) == 111
-    assert outer_visual_tokens(1, 100, 0.07) == 7
-    assert outer_visual_tokens(2, 200, 0.55) == 220
-    assert outer_visual_tokens(1, 100, 0.28) == 28
+    assert outer_visual_tokens(1, 100, 0.07) == 8
+    assert outer_visual_tokens(2, 200, 0.55) == 222
 
 
 @pytest.mark.parametrize(
@@ -123,7 +145,7 @@ def test_outer_visual_tokens_sheds_float_error():
     [
         ({"frames": 0, "tokens_per_frame": 196, "retain_ratio": 0.1}, "frames=0"),
         ({"frames": 2.0, "tokens_per_frame": 196, "retain_ratio": 0.1}, "frames=2.0"),
-        ({"frames": 2, "tokens_per_frame": 0, "retain_ratio": 0.1}, "tokens_per_frame=0"),
+        ({"frames": 2, "tokens_per_frame": -1, "retain_ratio": 0.1}, "n=-1"),
         (
             {"frames": 2, "tokens_per_frame": 196, "retain_ratio": 0.0},
             r"retain_ratio=0.0: must be in \(0, 1\]",
@@ -142,6 +164,8 @@ def test_prefill_flops_bad_args():
         prefill_flops(28, 3584, 18944, 640, merge_layer=18, merge_ratio=1.0)
     with pytest.raises(ValueError, match="merge_layer=0"):
         prefill_flops(28, 3584, 18944, 640, merge_layer=0, merge_ratio=0.5)
+    with pytest.raises(ValueError, match=r"merge_ratio=1.0: must be in \[0, 1\)"):
+        prefill_flops(28, 3584, 18944, 640, merge_layer=18, merge_ratio=1.0)
     with pytest.raises(ValueError, match="n_visual=-1"):
         prefill_flops(28, 3584, 18944, -1)
     with pytest.raises(ValueError, match="num_layers=0"):
@@ -153,7 +177,7 @@ def test_prefill_flops_bad_args():
 
 def test_visionzip_counts_like_holitom_without_inner_merge():
     vz = method_flops("ov-7b", method="visionzip", retain_ratio=0.15)
-    ht = method_flops("ov-7b", method="holitom", retain_ratio=0.15)
+    ht = method_flops("ov-7b", method="holitom", retain_ratio=0.15, merge_layer=None)
     assert vz.flops == ht.flops and vz.n_visual_in == vz.n_visual_after == 960
     assert vz.reduction_layer is None
 
@@ -172,26 +196,30 @@ def test_fastv_custom_layer_and_keep():
     assert res.flops == float(3 * layer_flops(196, 896, 4864) + 21 * layer_flops(49, 896, 4864))
 
 
-def test_holitom_default_ratio_and_frames_override():
+def test_holitom_defaults_are_the_papers_and_frames_override():
     res = method_flops("ov-7b", frames=8, method="holitom")
     assert res.frames == 8 and res.n_visual_in == 8 * 20  # ρ defaults to 0.10
-    assert method_flops("ov-7b", method="holitom", merge_layer=18).n_visual_after == 320  # r defaults to 0.5
+    assert (res.reduction_layer, res.n_visual_after) == (18, 80)  # the paper's K=18 and r=0.5 for OV-7B
+    assert res.settings["tau"] == 0.65  # the paper's τ for OV-7B at ρ=0.10
+    assert method_flops("ov-72b", method="holitom").reduction_layer == 60
+    assert method_flops("ov-7b", method="holitom", merge_layer=None).reduction_layer is None  # w/o M
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"method": "tome"}, "method='tome'"),
-        ({"method": "vanilla", "retain_ratio": 0.1}, "retain_ratio=0.1: does not apply to method 'vanilla'"),
-        ({"method": "visionzip", "merge_layer": 18}, "merge_layer=18: does not apply"),
-        ({"method": "holitom", "merge_ratio": 0.5}, "merge_ratio=0.5: needs merge_layer"),
-        ({"method": "holitom", "fastv_keep": 0.5}, "fastv_keep=0.5"),
-        ({"method": "fastv", "retain_ratio": 0.5}, "retain_ratio=0.5"),
-        ({"method": "fastv", "fastv_keep": 0.0}, r"keep_ratio=0.0: must be in \(0, 1\]"),
+        ({"method": "tome"}, "unknown method 'tome'"),
+        ({"method": "vanilla", "retain_ratio": 0.1}, r"unknown vanilla settings \['retain_ratio'\]"),
+        ({"method": "visionzip", "merge_layer": 18}, r"unknown visionzip settings \['merge_layer'\]"),
+        ({"method": "holitom", "fastv_keep": 0.5}, "fastv_keep"),
+        ({"method": "fastv", "retain_ratio": 0.5}, "retain_ratio"),
+        ({"method": "fastv", "fastv_keep": 0.0}, r"fastv_keep=0.0: must be in \(0, 1\]"),
         ({"method": "fastv", "fastv_layer": 0}, "fastv_layer=0"),
+        ({"method": "fastv", "fastv_layer": 28}, r"fastv_layer=28 is beyond this 28-layer LM: layers must be in \[1, 27\]"),
         ({"method": "holitom", "retain_ratio": 0.0}, "retain_ratio=0.0"),
         ({"method": "holitom", "merge_layer": 18, "merge_ratio": 1.0}, "merge_ratio=1.0"),
         ({"method": "holitom", "merge_layer": 0}, "merge_layer=0"),
+        ({"method": "holitom", "merge_layer": 40}, r"merge_layer=40 is beyond this 28-layer LM.*merge_layer none"),
         ({"method": "vanilla", "frames": 0}, "frames=0"),
     ],
 )
@@ -200,20 +228,24 @@ def test_method_flops_bad_args(kwargs, match):
         method_flops("ov-7b", **kwargs)
 
 
-def test_unknown_preset_names_itself():
-    with pytest.raises(ValueError, match="model='ov-13b': unknown preset"):
+def test_unknown_shape_names_itself():
+    with pytest.raises(ValueError, match="model='ov-13b': unknown shape"):
         method_flops("ov-13b", method="vanilla")
 
 
-def test_actual_prefill_flops_matches_accounting():
+def test_schedule_flops_matches_the_accounting():
     res = method_flops("ov-7b", method="holitom", retain_ratio=0.10, merge_layer=18)
-    assert actual_prefill_flops("ov-7b", 640, 320, 18) == res.flops
-    assert actual_prefill_flops(OV7, 641) == float(28 * ov7_layer(641))  # e.g. with the trailing newline
-    assert actual_prefill_flops(OV7, 641, 321, 18) == float(18 * ov7_layer(641) + 10 * ov7_layer(321))
-    with pytest.raises(ValueError, match="give both or neither"):
-        actual_prefill_flops(OV7, 641, 321)
-    with pytest.raises(ValueError, match="n_visual_after_inner=700: more than n_visual_in=641"):
-        actual_prefill_flops(OV7, 641, 700, 18)
+    assert res.schedule == ((0, 640), (18, 320))
+    assert schedule_flops(OV7, res.schedule) == res.flops
+    assert schedule_flops(OV7, ((0, 641),)) == float(28 * ov7_layer(641))  # e.g. with the trailing newline
+    assert schedule_flops(OV7, ((0, 641), (18, 321))) == float(18 * ov7_layer(641) + 10 * ov7_layer(321))
+    assert schedule_flops(OV7, ((0, 100), (2, 50), (7, 25))) == float(
+        2 * ov7_layer(100) + 5 * ov7_layer(50) + 21 * ov7_layer(25)
+    )
+    with pytest.raises(ValueError, match="must start at layer 0"):
+        schedule_flops(OV7, ((2, 641),))
+    with pytest.raises(ValueError, match="layers must increase"):
+        schedule_flops(OV7, ((0, 641), (30, 2)))
 
 
 # --------------------------------------------------------------------------------------- config.json
@@ -312,16 +344,30 @@ def test_cli_json(capsys):
 def test_cli_paper(capsys):
     assert run_flops(parse("--paper")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 14 and "51.6 TFLOPs" in lines[-1]
+    assert len(lines) == 37  # header + 36 cells
+    assert "HoliTom" in lines[-1] and lines[-1].split()[4:6] == ["7.6", "7.6"]
     assert run_flops(parse("--paper", "--json")) == 0
-    assert json.loads(capsys.readouterr().out) == paper_table()
+    assert json.loads(capsys.readouterr().out) == paper_cells()
 
 
 def test_cli_bad_value_raises():
     with pytest.raises(ValueError, match="retain_ratio=2.0"):
         run_flops(parse("--retain-ratio", "2"))
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown shape"):
         run_flops(parse("--model", "nope"))
+    with pytest.raises(ValueError, match="--merge-layer: merge_layer='x': must be an integer or none"):
+        run_flops(parse("--merge-layer", "x"))
+    with pytest.raises(ValueError, match="--fastv-keep: not a setting of method holitom"):
+        run_flops(parse("--fastv-keep", "0.5"))
+
+
+def test_cli_tiny_model_prints_a_unit_that_shows_the_number(tmp_path, capsys):
+    from holitom.tiny import tiny_config
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config("onevision")))
+    assert run_flops(parse("--model", str(tmp_path), "--method", "vanilla", "--frames", "8")) == 0
+    out = capsys.readouterr().out
+    assert "0.0 TFLOPs" not in out and "prefill 1.5 GFLOPs" in out
 
 
 def test_model_shape_passthrough():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from holitom.inner import inner_keep_count, merge_dropped, select_kept, topk_positions
+from holitom.counts import merge_keep_count
+from holitom.inner import merge_dropped, select_kept
+from holitom.spatial import select_top_scores
 
 # --------------------------------------------------------------------------------------- slow references
 
@@ -58,42 +60,6 @@ def clustered_hidden(seed: int, n_keep: int, sizes: list[int], d: int = 16) -> t
     return hidden, kept
 
 
-# --------------------------------------------------------------------------------------- keep count
-
-
-def test_inner_keep_count_values():
-    assert inner_keep_count(640, 0.5) == 320
-    assert inner_keep_count(6273, 0.0) == 6273
-    assert inner_keep_count(0, 0.5) == 0
-    assert inner_keep_count(5, 0.5) == 2  # Python round: 2.5 → 2
-    assert inner_keep_count(7, 0.5) == 4  # 3.5 → 4
-    assert inner_keep_count(10, 0.3) == 7
-
-
-def test_inner_keep_count_sheds_float_error():
-    # 45·(1−0.3) = 31.499999999999996 and 15·(1−0.7) = 4.500000000000001 in binary; the intended values are
-    # 31.5 and 4.5, which Python rounds to 32 and 4.
-    assert round(45 * (1 - 0.3)) == 31 and round(15 * (1 - 0.7)) == 5
-    assert inner_keep_count(45, 0.3) == 32
-    assert inner_keep_count(15, 0.7) == 4
-
-
-@pytest.mark.parametrize(
-    "n, r, match",
-    [
-        (-1, 0.5, "n_visual=-1"),
-        (3.0, 0.5, "n_visual=3.0"),
-        (True, 0.5, "n_visual=True"),
-        (10, 1.0, r"merge_ratio=1.0: must be in \[0, 1\)"),
-        (10, -0.1, "merge_ratio=-0.1"),
-        (10, "0.5", "merge_ratio='0.5'"),
-    ],
-)
-def test_inner_keep_count_bad_args(n, r, match):
-    with pytest.raises(ValueError, match=match):
-        inner_keep_count(n, r)
-
-
 # --------------------------------------------------------------------------------------- selection
 
 
@@ -121,9 +87,9 @@ def test_select_kept_extremes_and_partition():
     assert scores[kept].min() > scores[dropped].max()
 
 
-def test_topk_positions_batched():
+def test_top_scores_batched():
     scores = torch.tensor([[3.0, 1.0, 2.0, 5.0], [0.0, 0.0, 9.0, 0.0]])
-    assert topk_positions(scores, 2).tolist() == [[0, 3], [0, 2]]
+    assert select_top_scores(scores, 2).tolist() == [[0, 3], [0, 2]]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +185,7 @@ def test_merge_matches_reference_on_random_states(seed, update):
     n_v = int(torch.randint(2, 40, (1,), generator=g))
     hidden = torch.randn(n_v, 12, generator=g)
     scores = torch.rand(n_v, generator=g)
-    kept, dropped = select_kept(scores, inner_keep_count(n_v, 0.5))
+    kept, dropped = select_kept(scores, merge_keep_count(n_v, 0.5))
     out = merge_dropped(hidden, kept, dropped, update)
     ref = ref_merge(hidden, kept.tolist(), dropped.tolist(), update)
     assert torch.allclose(out.double(), ref, atol=1e-5, rtol=1e-5)
@@ -237,7 +203,7 @@ def test_merge_long_cluster_underflows_cleanly():
 def test_merge_ratio_zero_returns_kept_unchanged():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         hidden = torch.randn(17, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
-        kept, dropped = select_kept(torch.rand(17), inner_keep_count(17, 0.0))
+        kept, dropped = select_kept(torch.rand(17), merge_keep_count(17, 0.0))
         out = merge_dropped(hidden, kept, dropped)
         assert torch.equal(out, hidden) and out.dtype == dtype
 

@@ -66,9 +66,9 @@ def test_vanilla_visual_token_counts(tiny_ov, pool_mode, newline, per_frame, ext
     with torch.no_grad():
         out = model(input_ids=ids, images=[frames], modalities=["video"])
     n_visual = 3 * per_frame + extra
-    assert model.mm_state["visual_tokens"] == [n_visual]
+    assert model.sequence_state.visual_tokens == [n_visual]
     assert out.logits.shape[1] == ids.shape[1] - 1 + n_visual
-    (start, length), = model.mm_state["visual_spans"][0]
+    (start, length), = model.sequence_state.visual_spans[0]
     assert start == int((ids[0] == IMAGE_TOKEN_INDEX).nonzero()) and length == n_visual
 
 
@@ -127,7 +127,7 @@ def test_single_image_base_resolution(ov_model):
     ids = video_prompt_ids(tokenizer, "Describe the image.")
     with torch.no_grad():
         model(input_ids=ids, images=random_frames(1), modalities=["image"])
-    assert model.mm_state["visual_tokens"] == [729 + 1]
+    assert model.sequence_state.visual_tokens == [729 + 1]
     with pytest.raises(ValueError, match="anyres"):
         model(input_ids=ids, images=[random_frames(5)], modalities=["image"])
 

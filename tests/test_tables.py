@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from holitom_eval.tables import collect, scores_of, to_latex, to_markdown, write_tables
 
 from holitom.cli import main as cli_main
-from holitom.tables import collect, scores_of, to_latex, to_markdown, write_tables
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "eval_smoke"
 
@@ -60,7 +60,10 @@ def test_smoke_fixture_rows(tmp_path):
         and merged.percent == run["paper_flops"]["percent_of_vanilla"]
     )
     assert vanilla.percent == 100.0 and merged.tflops < wo_m.tflops < vanilla.tflops
-    assert merged.details == {"tau": 0.8, "beta": 0.6, "merge_layer": 2, "merge_ratio": 0.5}
+    assert merged.details == {
+        "tau": 0.8, "beta": 0.6, "contextual_share": 0.0, "knn": 7, "max_window_size": 1024,
+        "merge_layer": 2, "merge_ratio": 0.5, "inner_update": "sequential",
+    }  # fmt: skip
     # Measured: means over the per-request records.
     records = [
         json.loads(x)

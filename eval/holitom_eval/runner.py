@@ -23,7 +23,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,8 @@ from typing import Any
 
 import yaml
 
-from holitom_eval import MODEL_NAME, TASKS_DIR
+from holitom import methods
+from holitom_eval import MODEL_NAME, TASKS_DIR, records
 from holitom_eval.settings import format_model_args, parse_model_args
 
 TOP_KEYS = {
@@ -53,8 +53,9 @@ TOP_KEYS = {
 }
 SMOKE_KEYS = {"model_kind", "model_args", "tasks", "runs", "base", "grids"}
 RUN_KEYS = {"name", "lmms_model", "tasks", "model_args"}  # everything else in a run is a model arg
-SHORT = {"retain_ratio": "rho", "merge_layer": "K", "merge_ratio": "r", "tau": "tau", "beta": "beta"}
-DONE_FILE = "holitom_done.json"
+# grid run names use a setting's short key (retain_ratio → rho, merge_layer → K, ...)
+SHORT = {name: owners[0][1].short for name, owners in methods.all_settings().items() if owners[0][1].short}
+DONE_FILE = records.DONE_FILE
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SMOKE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -238,12 +239,6 @@ def detect_gpus(env: Mapping[str, str]) -> int:
     return 1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def lmms_command(
     run: Run,
     run_dir: str,
@@ -258,7 +253,9 @@ def lmms_command(
     """The lmms-eval command line of one run.
 
     Several processes: `accelerate launch` on GPUs; on CPU `torch.distributed.run` (accelerate launch runs a
-    single process on CPU), which lmms-eval and the model see the same way (a gloo process group).
+    single process on CPU), which lmms-eval and the model see the same way (a gloo process group). Without a
+    `port` the launcher picks a free one itself (`--standalone`, `--main_process_port 0`), so two sweeps on
+    one machine never race for a port.
     """
     model_args = dict(run.model_args)
     if run.lmms_model == MODEL_NAME:
@@ -267,10 +264,11 @@ def lmms_command(
         model_args.setdefault("device_map", "auto")  # lmms-eval's llava wrappers honour --device only then
     if processes > 1 and cpu:
         cmd = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
-        cmd += ["--master_port", str(port or free_port()), "-m", "lmms_eval"]
+        cmd += ["--master_port", str(port)] if port else ["--standalone"]
+        cmd += ["-m", "lmms_eval"]
     elif processes > 1:
         cmd = [python, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-        cmd += ["--main_process_port", str(port or free_port()), "-m", "lmms_eval"]
+        cmd += ["--main_process_port", str(port or 0), "-m", "lmms_eval"]
     else:
         cmd = [python, "-m", "lmms_eval"]
     cmd += ["--model", run.lmms_model, "--model_args", format_model_args(model_args)]
@@ -283,7 +281,7 @@ def lmms_command(
         "--log_samples_suffix",
         run.name,
     ]
-    cmd += ["--output_path", os.path.join(run_dir, "lmms_eval"), "--include_path", TASKS_DIR]
+    cmd += ["--output_path", os.path.join(run_dir, records.LMMS_DIR), "--include_path", TASKS_DIR]
     if cpu and run.lmms_model != MODEL_NAME:
         cmd += ["--device", "cpu"]
     if limit is not None:
@@ -325,7 +323,7 @@ class Outcome:
 
 
 def _results_since(run_dir: str, start: float) -> list[str]:
-    found = Path(run_dir, "lmms_eval").glob("**/*_results.json")
+    found = Path(run_dir, records.LMMS_DIR).glob("**/" + records.RESULTS_GLOB)
     return sorted(str(p) for p in found if p.stat().st_mtime >= start - 1)
 
 
@@ -392,14 +390,14 @@ def execute(
             outcomes.append(Outcome(run.name, "planned"))
             continue
         os.makedirs(run_dir, exist_ok=True)
-        for stale in [DONE_FILE, *(p.name for p in Path(run_dir).glob("holitom_samples_rank*.jsonl"))]:
+        for stale in [DONE_FILE, *(p.name for p in Path(run_dir).glob(records.SAMPLES_GLOB))]:
             Path(run_dir, stale).unlink(missing_ok=True)  # records of an interrupted attempt
-        with open(os.path.join(run_dir, "run.json"), "w") as fh:
+        with open(os.path.join(run_dir, records.RUN_SPEC), "w") as fh:
             record = {"name": run.name, "lmms_model": run.lmms_model, "model_args": run.model_args}
             record.update(tasks=run.tasks, limit=limit, fingerprint=fingerprint, command=cmd)
             json.dump(record, fh, indent=2)
         echo(f"▶ {run.name}: {run.lmms_model} {format_model_args(run.model_args)}")
-        log_path = os.path.join(run_dir, "log.txt")
+        log_path = os.path.join(run_dir, records.RUN_LOG)
         start = time.time()
         with open(log_path, "w") as log:
             log.write(f"$ {shlex.join(cmd)}\n")
@@ -549,7 +547,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def _write_tables(out_dir: str) -> None:
     """Paper-style tables of everything finished under out_dir (a failure here is reported, not fatal)."""
     try:
-        from holitom.tables import write_tables
+        from holitom_eval.tables import write_tables
 
         paths = write_tables(out_dir, out_dir)
         print("tables: " + ", ".join(paths))

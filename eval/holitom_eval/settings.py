@@ -10,15 +10,12 @@ lmms-eval hands model args over already converted by its own parser ("0.25" → 
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from holitom.config import INNER_UPDATES, HoliTomConfig
+from holitom import methods
 
-METHODS = ("vanilla", "holitom", "visionzip", "fastv")
 POOL_MODES = ("bilinear", "average", "max")
 NEWLINE_POSITIONS = ("one_token", "grid", "frame", "no_token")
 DTYPES = ("float16", "bfloat16", "float32", "auto")
@@ -27,14 +24,10 @@ NONE_WORDS = ("none", "null", "off", "")
 
 DEFAULT_PRETRAINED = "lmms-lab/llava-onevision-qwen2-7b-ov"
 
-# Per method: the model args that configure it (passed on to holitom.methods.apply_method).
-METHOD_ARGS: dict[str, tuple[str, ...]] = {
-    "vanilla": (),
-    "holitom": tuple(f.name for f in dataclasses.fields(HoliTomConfig)),
-    "visionzip": ("retain_ratio", "contextual_share"),
-    "fastv": ("fastv_layer", "fastv_keep"),
-}
-METHOD_ARG_NAMES = tuple(sorted({name for names in METHOD_ARGS.values() for name in names}))
+# The method registry decides which model args configure which method (passed on to holitom.apply_method).
+METHODS = methods.METHODS
+METHOD_ARGS: dict[str, tuple[str, ...]] = {m.name: tuple(s.name for s in m.settings) for m in methods.all_methods()}
+METHOD_ARG_NAMES = tuple(sorted(methods.all_settings()))
 
 # Everything else the model understands (method-independent), with its meaning.
 GENERAL_ARGS: dict[str, str] = {
@@ -58,15 +51,7 @@ GENERAL_ARGS: dict[str, str] = {
 }
 VALID_ARGS = tuple(sorted(set(GENERAL_ARGS) | set(METHOD_ARG_NAMES)))
 
-_INT_ARGS = {
-    "max_frames_num",
-    "mm_spatial_pool_stride",
-    "knn",
-    "max_window_size",
-    "merge_layer",
-    "fastv_layer",
-}
-_FLOAT_ARGS = {"retain_ratio", "tau", "beta", "contextual_share", "merge_ratio", "fastv_keep"}
+_INT_ARGS = {"max_frames_num", "mm_spatial_pool_stride"}
 
 
 @dataclass(frozen=True)
@@ -87,9 +72,9 @@ class PluginSettings:
     video_backend: str = "auto"
     stats_dir: str | None = None
 
-    def holitom_config(self) -> HoliTomConfig | None:
-        """The full HoliTomConfig (defaults filled in) for method holitom, else None."""
-        return HoliTomConfig(**self.method_settings) if self.method == "holitom" else None
+    def method_config(self) -> Any:
+        """The method's config from the given settings and its defaults (before the model's presets)."""
+        return methods.get(self.method).make_config(self.method_settings)
 
 
 def describe_valid_args() -> str:
@@ -120,52 +105,24 @@ def _as_int(name: str, value: Any) -> int:
     raise ValueError(f"{name}={value!r}: must be an integer")
 
 
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r}: must be a number")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r}: must be a number") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name}={value!r}: must be a finite number")
-    return out
-
-
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={value!r}: valid values are {', '.join(choices)}")
     return value
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Type of one method arg; merge_layer accepts none/off (no inner merging)."""
-    if name == "merge_layer" and _is_none(value):
-        return None
-    if name in _INT_ARGS:
-        return _as_int(name, value)
-    if name in _FLOAT_ARGS:
-        return _as_float(name, value)
-    return value
-
-
-def _check_method_values(method: str, settings: dict[str, Any]) -> None:
-    """Range checks, with the model arg's name in the message (HoliTomConfig does its own)."""
-    if method == "holitom":
-        try:
-            HoliTomConfig(**settings)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"method holitom: {exc}".replace("HoliTomConfig.", "")) from None
-        return
-    for name, value in settings.items():
-        if name == "retain_ratio" and not 0.0 < value <= 1.0:
-            raise ValueError(f"retain_ratio={value!r}: must be in (0, 1]")
-        if name == "contextual_share" and not 0.0 <= value <= 1.0:
-            raise ValueError(f"contextual_share={value!r}: must be in [0, 1]")
-        if name == "fastv_keep" and not 0.0 < value <= 1.0:
-            raise ValueError(f"fastv_keep={value!r}: must be in (0, 1]")
-        if name == "fastv_layer" and value < 1:
-            raise ValueError(f"fastv_layer={value!r}: must be an integer ≥ 1")
+def _check_method_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Typed method settings (values as lmms-eval passes them), validated by the method's config."""
+    spec = methods.get(method)
+    try:
+        typed = {name: spec.setting(name).parse(value) for name, value in settings.items()}
+        spec.make_config(typed)
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        if spec.config_class is not None:
+            text = text.replace(f"{spec.config_class.__name__}.", "")
+        raise ValueError(f"method {method}: {text}") from None
+    return typed
 
 
 def parse_model_args(args: Mapping[str, Any]) -> PluginSettings:
@@ -189,10 +146,7 @@ def parse_model_args(args: Mapping[str, Any]) -> PluginSettings:
     if foreign:
         takes = ", ".join(METHOD_ARGS[method]) or "no settings"
         raise ValueError(f"model_args {foreign} do not apply to method {method!r} (it takes: {takes})")
-    method_settings = {name: _coerce(name, value) for name, value in given.items()}
-    if "inner_update" in method_settings:
-        _choice("inner_update", method_settings["inner_update"], INNER_UPDATES)
-    _check_method_values(method, method_settings)
+    method_settings = _check_method_settings(method, given)
 
     batch_size = args.pop("batch_size", 1)
     if _is_none(batch_size) or str(batch_size).strip() != "1":
@@ -253,13 +207,15 @@ def parse_model_args(args: Mapping[str, Any]) -> PluginSettings:
 
 
 def format_model_args(args: Mapping[str, Any]) -> str:
-    """`k=v,k=v` for lmms-eval's --model_args; None → "none". Values must not contain ',' or '='."""
+    """`k=v,k=v` for lmms-eval's --model_args; None → "none", lists → "a/b/c". Values cannot hold ',' or '='."""
     parts = []
     for name, value in args.items():
         if value is None:
             text = "none"
         elif isinstance(value, float):
             text = repr(value)
+        elif isinstance(value, (list, tuple)):
+            text = "/".join(repr(v) if isinstance(v, float) else str(v) for v in value)
         else:
             text = str(value)
         if "," in text or "=" in text or "," in str(name) or "=" in str(name):

@@ -12,10 +12,8 @@ import json
 import os
 import shutil
 import zlib
-from pathlib import Path
 
-import numpy as np
-
+from holitom.synthetic import write_synthetic_video
 from holitom_eval import TASKS_DIR
 
 SMOKE_DIR = os.path.join(TASKS_DIR, "smoke")
@@ -44,47 +42,6 @@ def video_relpaths() -> list[str]:
     return paths
 
 
-def synthetic_frames(num_frames: int, width: int, height: int, seed: int) -> np.ndarray:
-    """(T, H, W, 3) uint8: a gradient background with a white square crossing it; the background changes
-    halfway for odd seeds (a scene cut, so temporal merging sees both stable and changing stretches)."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width]
-    backgrounds = []
-    for _ in range(2):
-        base = rng.uniform(30, 200, size=3)
-        ramp = ((ys / max(height - 1, 1) + xs / max(width - 1, 1)) / 2)[..., None]
-        backgrounds.append(np.clip(base + 50 * ramp * rng.uniform(-1, 1, size=3), 0, 255).astype(np.uint8))
-    cut = num_frames // 2 if seed % 2 else num_frames
-    side = max(4, height // 4) // 2 * 2
-    y = (height - side) // 2 // 2 * 2
-    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        frames[t] = backgrounds[0] if t < cut else backgrounds[1]
-        x = 2 * round(t * ((width - side) // 2) / max(num_frames - 1, 1))
-        frames[t, y : y + side, x : x + side] = 255
-    return frames
-
-
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> None:
-    """Encode (T, H, W, 3) uint8 frames as an mp4 (H.264 if PyAV has it, else MPEG-4 Part 2)."""
-    import av
-
-    codec = next((c for c in ("libx264", "libopenh264", "mpeg4") if c in av.codecs_available), None)
-    if codec is None:
-        raise RuntimeError("PyAV has no H.264 or MPEG-4 encoder to write the smoke videos")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.part"
-    with av.open(tmp, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        if codec != "libx264":
-            stream.bit_rate = 4_000_000
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
-    os.replace(tmp, path)  # a half-written file never looks like a finished video
-
-
 def prepare_smoke_data(root: str | os.PathLike) -> str:
     """Write the smoke videos under `root/hf_home` (existing files are kept); returns that HF_HOME."""
     hf_home = os.path.join(os.fspath(root), "hf_home")
@@ -93,7 +50,9 @@ def prepare_smoke_data(root: str | os.PathLike) -> str:
         if os.path.isfile(path):
             continue
         seed = zlib.crc32(relpath.encode())
-        write_video(path, synthetic_frames(16 + seed % 3 * 4, 96, 64, seed))
+        # odd seeds cut to another background halfway, so temporal merging sees stable and changing stretches
+        kind = "scene_change" if seed % 2 else "moving_square"
+        write_synthetic_video(path, num_frames=16 + seed % 3 * 4, size=(96, 64), seed=seed, kind=kind)
     return hf_home
 
 

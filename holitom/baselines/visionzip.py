@@ -14,16 +14,12 @@ see the same inputs and the same per-frame budget.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from holitom.inner import round_count, topk_positions
-
-# VisionZip's own split keeps 54 dominant + 10 contextual tokens in its 64-token setting (and 108+20,
-# 162+30 at 128/192 tokens): contextual tokens are 10/64 = 15.625% of the budget.
-VISIONZIP_CONTEXTUAL_SHARE = 10 / 64
+from holitom import counts
+from holitom.methods.visionzip import VISIONZIP_CONTEXTUAL_SHARE
+from holitom.spatial import select_top_scores
 
 
 def visionzip_budget(
@@ -31,8 +27,7 @@ def visionzip_budget(
 ) -> tuple[int, int]:
     """Per-frame (dominant, contextual) counts: b = ceil(N·ρ), dominant = round(b·(1−D)), contextual = b − dominant.
 
-    Same rounding as HoliTom's dominant/contextual split (spec §2); b is the per-frame budget the FLOPs
-    accounting uses (N·ρ is rounded to 9 decimals before ceil to shed binary error).
+    The rounding of `holitom.counts` (HoliTom's dominant/contextual split, the paper's per-frame budget).
     """
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
         raise ValueError(f"n_tokens={n_tokens!r}: must be an integer ≥ 1")
@@ -42,15 +37,7 @@ def visionzip_budget(
         or not 0.0 < retain_ratio <= 1.0
     ):
         raise ValueError(f"retain_ratio={retain_ratio!r}: must be in (0, 1]")
-    if (
-        isinstance(contextual_share, bool)
-        or not isinstance(contextual_share, (int, float))
-        or not 0.0 <= contextual_share <= 1.0
-    ):
-        raise ValueError(f"contextual_share={contextual_share!r}: must be in [0, 1]")
-    budget = math.ceil(round(n_tokens * retain_ratio, 9))
-    dominant = round_count(budget * (1.0 - contextual_share))
-    return dominant, budget - dominant
+    return counts.split_budget(counts.ceil_share(n_tokens, retain_ratio), contextual_share)
 
 
 def visionzip_compress(
@@ -81,7 +68,7 @@ def visionzip_compress(
     if n_dom + n_ctx == n_tok:
         return features.reshape(n_frames * n_tok, channels)
 
-    dom_idx = topk_positions(attention, n_dom)  # (F, dom), ascending positions
+    dom_idx = select_top_scores(attention, n_dom)  # (F, dom), ascending positions
     dominant = features.gather(1, dom_idx.unsqueeze(-1).expand(-1, -1, channels))
     if n_ctx == 0:
         return dominant.reshape(n_frames * n_dom, channels)

@@ -1,21 +1,29 @@
-"""Inner-LLM token reduction hooks on the Qwen2 decoder layers of one model instance (spec §3).
+"""Token reduction inside the Qwen2 decoder of one host model (HoliTom spec §3, FastV, PDrop).
 
-Pre-hooks on three kinds of layer, installed per instance and removed through their handles:
-- layer K−1: on a prefill with a visual span, compute the last prompt token's attention row
-  (mean over query heads) from the layer's input: q for that one position, k for the prefix, RoPE
-  applied, grouped-query aware. sdpa keeps running; no attention matrix is materialised.
-- layer K: call the reducer on the visual hidden states → kept tokens (merged or not); cut the
-  sequence to the survivors and swap in their ORIGINAL RoPE positions and mask rows/columns.
-- layers > K: swap in the shortened position embeddings / ids / mask for the same pass; on later
-  decode passes, drop the removed key columns from any materialised mask (the mask is built for the
-  full length, but layers ≥ K cache only the survivors).
-Layers < K see and cache the full sequence. Decoding continues at the full-length position because
-the cache length of layer 0 is the full length.
+A reduction is a list of stages. Stage s cuts the visual tokens before decoder layer `layer_s`, scored by
+the attention the last prompt token pays them in decoder layer `score_layer_s` (`layer_s − 1` for FastV and
+HoliTom, `layer_s` itself for PDrop): q for that one position and k for the prefix are recomputed from the
+score layer's input with its own norm, projections and RoPE, grouped-query aware. sdpa keeps running; no
+attention matrix is materialised.
+
+Forward pre-hooks, installed per instance on the layers from the first score layer on:
+- prefill (the first multi-token LM pass of a sequence with visual tokens): score at the score layers;
+  at a cut layer call the stage's reducer on the visual hidden states → the kept tokens (merged or not),
+  cut the sequence to the survivors and swap in their position embeddings and mask rows/columns; every
+  later layer of the pass gets the same shortened arguments.
+- later passes (decode steps, follow-up turns): layers after a cut cache only that stage's survivors, so
+  the removed key columns are dropped from any materialised mask (once per step and stage).
+
+Positions: `renumber=False` keeps every survivor's ORIGINAL RoPE position (gaps stay; decoding continues
+at the full-length position, the length of layer 0's cache). `renumber=True` (PDrop) numbers the survivors
+0..L'−1 after each cut, and a later pass's tokens enter the layers of stage s at their position minus the
+tokens dropped before it, so in every layer a new token's position is that layer's cache length.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,8 +33,18 @@ from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from holitom.attention import last_query_attention
 
-# reducer(visual_hidden (n_v, d), scores (n_v,)) -> (kept_idx (n_keep,) ascending, kept_hidden (n_keep, d))
-Reducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# reducer(visual_hidden (n, d), scores (n,), n_visual_in) -> (kept_idx (m,) ascending into n, kept_hidden (m, d));
+# n_visual_in is the number of visual tokens that entered the LM (PDrop counts against it).
+Reducer = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Cut before decoder layer `layer`, scored by the last prompt token's attention in `score_layer`."""
+
+    layer: int
+    reducer: Reducer
+    score_layer: int
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -52,145 +70,266 @@ def _as_bias(mask: torch.Tensor) -> torch.Tensor:
     return mask.float()
 
 
-class InnerReduction:
-    """Token reduction before decoder layer `layer` of one model instance."""
+@torch.no_grad()
+def last_token_scores(
+    layer: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], query_at: int, visual: torch.Tensor
+) -> torch.Tensor:
+    """The attention row of position `query_at` in `layer`, from the layer's input, over `visual` keys.
 
-    def __init__(self, model: nn.Module, layer: int, reducer: Reducer, name: str = "inner") -> None:
-        layers = model.get_model().layers
-        if not 1 <= layer < len(layers):
-            raise ValueError(f"merge layer {layer} must be in [1, {len(layers) - 1}] for a {len(layers)}-layer LM")
-        self.model, self.layer, self.reducer, self.name = model, layer, reducer, name
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._short: dict[str, Any] | None = None
-        self._kept_positions: torch.Tensor | None = None
+    hidden (B, L, d) the layer's input; kwargs the layer's call arguments (position_embeddings, attention
+    mask); visual (n,) positions in this sequence. Returns (n,) float32: softmax over keys 0..query_at,
+    averaged over query heads.
+    """
+    attn = layer.self_attn
+    cfg = attn.config
+    length = hidden.shape[1]
+    # Pre-hooks run before accelerate moves inputs to a layer's device (multi-GPU device maps).
+    device = layer.input_layernorm.weight.device
+    x = layer.input_layernorm(hidden[:1, : query_at + 1].to(device))
+    cos, sin = kwargs["position_embeddings"]
+    cos, sin = cos[:, : query_at + 1].to(device), sin[:, : query_at + 1].to(device)
+    q = attn.q_proj(x[:, -1:]).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(1, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
+    q = _rope(q, cos[:, -1:], sin[:, -1:])[:, :, 0]
+    k = _rope(k, cos, sin)
+    mask = kwargs.get("attention_mask")
+    bias = None
+    if isinstance(mask, torch.Tensor):
+        past = mask.shape[-1] - length
+        bias = _as_bias(mask[:1, 0, query_at, past : past + query_at + 1].to(device))
+    probs = last_query_attention(q, k, attn.scaling, bias)
+    return probs[0, visual.to(device)]
+
+
+class _Prefill:
+    """What one reduced prefill pass knows: the survivors so far and the pass's full-length arguments."""
+
+    def __init__(self, visual: torch.Tensor, query_at: int, length: int, kwargs: dict[str, Any]) -> None:
+        self.visual = visual  # original positions of the visual tokens
+        self.query_at = query_at  # original position of the last prompt token
+        self.length = length
+        self.alive = torch.arange(length, device=visual.device)  # original positions of the current sequence
+        self.full_position_embeddings = kwargs["position_embeddings"]
+        self.full_position_ids = kwargs.get("position_ids")
+        self.scores: torch.Tensor | None = None
+        self.short: dict[str, Any] | None = None  # arguments of the layers after the last cut
+
+    def current_index(self, original: int) -> int:
+        """Index in the current sequence of a surviving original position."""
+        return int(torch.searchsorted(self.alive, torch.tensor(original, device=self.alive.device)))
+
+    def visual_now(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The surviving visual tokens: (indices in the current sequence, original positions)."""
+        if self.short is None:  # nothing cut yet: the current sequence is the original one
+            return self.visual, self.visual
+        original = self.alive[torch.isin(self.alive, self.visual)]
+        return torch.searchsorted(self.alive, original), original
+
+
+class InnerReduction:
+    """Token reduction in stages inside the decoder of one host (see the module docstring)."""
+
+    def __init__(self, host: Any, stages: Sequence[Stage], name: str = "inner", renumber: bool = False) -> None:
+        layers = host.decoder_layers
+        self.host, self.name, self.renumber = host, name, renumber
+        self.stages = sorted(stages, key=lambda s: s.layer)
+        previous = 0
+        for stage in self.stages:
+            if not 1 <= stage.layer < len(layers):
+                raise ValueError(
+                    f"{name}: layer {stage.layer} must be in [1, {len(layers) - 1}] for a {len(layers)}-layer LM"
+                )
+            if stage.layer <= previous:
+                raise ValueError(f"{name}: cut layers must be distinct and increasing, got {[s.layer for s in stages]}")
+            if not previous <= stage.score_layer <= stage.layer:
+                raise ValueError(f"{name}: score layer {stage.score_layer} must lie in [{previous}, {stage.layer}]")
+            previous = stage.layer
+        self._cuts = {stage.layer: stage for stage in self.stages}
+        self._scorers = {stage.score_layer: stage for stage in self.stages}
+        self.first_layer = min(stage.score_layer for stage in self.stages)
+        self._pass: _Prefill | None = None
+        # From the last reduced prefill: survivors (original positions) per cut, the prefill length, the stats.
+        self._kept: list[torch.Tensor] = []
         self._prefill_len = 0
+        self._sequence: Any = None
+        self.stage_stats: list[dict[str, int]] = []
+        self._step_cache: dict[int, tuple[Any, Any]] = {}
         self.handles = [
-            layers[layer - 1].register_forward_pre_hook(self._score, with_kwargs=True),
-            layers[layer].register_forward_pre_hook(self._reduce, with_kwargs=True),
-            *(layers[i].register_forward_pre_hook(self._follow, with_kwargs=True) for i in range(layer + 1, len(layers))),
+            layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True)
+            for i in range(self.first_layer, len(layers))
         ]
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles = []
-        self.model.mm_state.pop("kept_positions", None)
 
-    # ---- layer K-1: score ------------------------------------------------------------------------
-    @torch.no_grad()
-    def _score(self, layer: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    def stats(self) -> list[dict[str, int]]:
+        """Per cut of the current sequence's prefill: layer, visual tokens in, visual tokens kept."""
+        return list(self.stage_stats) if self._sequence is self.host.sequence else []
+
+    def _stage_of(self, layer_index: int) -> int:
+        """How many cuts happen at or before this layer."""
+        return sum(stage.layer <= layer_index for stage in self.stages)
+
+    def _hook(self, index: int):
+        def hook(layer: nn.Module, args: tuple, kwargs: dict[str, Any]):
+            with torch.no_grad():
+                if index == self.first_layer:
+                    self._begin(args, kwargs)
+                if self._pass is None:
+                    return self._later_pass(index, args, kwargs)
+                return self._prefill(index, layer, args, kwargs)
+
+        return hook
+
+    # ---- prefill -----------------------------------------------------------------------------------------
+    def _begin(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        """At the first hooked layer: is this pass a sequence's prefill with visual tokens to reduce?"""
         hidden = _hidden(args, kwargs)
-        self._pending, self._short = None, None
+        self._pass = None
+        self._step_cache.clear()
         length = hidden.shape[1]
-        if length == 1:
-            return  # a decode step: nothing to score
-        state = self.model.mm_state
-        if not state.pop("fresh", False):
-            return  # continues a cached sequence (e.g. a follow-up turn): its visual tokens are already reduced
-        spans = state.get("visual_spans") or []
-        self._kept_positions = None
-        state["kept_positions"] = None
+        state = self.host.sequence
+        if length == 1 or state.prefilled:
+            return  # a decode step or a pass continuing a cached sequence: its visual tokens are reduced already
+        self._kept, self._prefill_len, self._sequence, self.stage_stats = [], 0, state, []
+        state.survivors = None
+        spans = state.visual_spans or []
         if not any(spans):
             return
         position_ids = kwargs.get("position_ids")
         if position_ids is not None and int(position_ids[0, 0]) != 0:
             raise ValueError(
-                f"{self.name}: inner merging needs a multimodal prompt in the first prefill pass of a sequence "
+                f"{self.name}: inner reduction needs a multimodal prompt in the first prefill pass of a sequence "
                 "(this one continues a cached sequence)"
             )
         if len(spans) != 1:
             raise ValueError(
-                f"{self.name}: inner-LLM merging supports batch size 1, got a batch of {len(spans)} prompts with "
+                f"{self.name}: inner-LLM reduction supports batch size 1, got a batch of {len(spans)} prompts with "
                 "visual tokens; run one sample at a time"
             )
         # batch > 1 with one spliced prompt: generate() copied it (num_beams / num_return_sequences);
         # the rows are identical at prefill, so row 0 decides for all of them.
-        prompt_len = int(state["prompt_length"][0])
+        prompt_len = int(state.prompt_lengths[0])
         if prompt_len > length:
             raise ValueError(f"{self.name}: recorded prompt length {prompt_len} exceeds the sequence length {length}")
-        query_at = prompt_len - 1  # the last prompt token (it may itself be visual when nothing follows <image>)
         visual = torch.cat([torch.arange(s, s + n, device=hidden.device) for s, n in spans[0]])
+        # The last prompt token (it may itself be visual when nothing follows <image>).
+        self._pass = _Prefill(visual, prompt_len - 1, length, kwargs)
 
-        attn = layer.self_attn
-        cfg = attn.config
-        # Pre-hooks run before accelerate moves inputs to a layer's device (multi-GPU device maps).
-        device = layer.input_layernorm.weight.device
-        x = layer.input_layernorm(hidden[:1, : query_at + 1].to(device))
-        cos, sin = kwargs["position_embeddings"]
-        cos, sin = cos[:, : query_at + 1].to(device), sin[:, : query_at + 1].to(device)
-        q = attn.q_proj(x[:, -1:]).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(1, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
-        q = _rope(q, cos[:, -1:], sin[:, -1:])[:, :, 0]
-        k = _rope(k, cos, sin)
-        mask = kwargs.get("attention_mask")
-        bias = None
-        if isinstance(mask, torch.Tensor):
-            past = mask.shape[-1] - length
-            bias = _as_bias(mask[:1, 0, query_at, past : past + query_at + 1].to(device))
-        probs = last_query_attention(q, k, attn.scaling, bias)
-        self._pending = (visual, probs[0, visual.to(device)])
+    def _prefill(self, index: int, layer: nn.Module, args: tuple, kwargs: dict[str, Any]):
+        run = self._pass
+        assert run is not None
+        if run.short is not None:
+            kwargs.update(run.short)
+        stage = self._scorers.get(index)
+        if stage is not None:
+            visual_now, _ = run.visual_now()
+            query_now = run.current_index(run.query_at)
+            run.scores = last_token_scores(layer, _hidden(args, kwargs), kwargs, query_now, visual_now)
+        stage = self._cuts.get(index)
+        if stage is not None:
+            args, kwargs = self._cut(stage, args, kwargs)
+        if index == len(self.host.decoder_layers) - 1:
+            self._pass = None  # the last layer: the pass is over
+        return args, kwargs
 
-    # ---- layer K: reduce -------------------------------------------------------------------------
-    @torch.no_grad()
-    def _reduce(self, layer: nn.Module, args: tuple, kwargs: dict[str, Any]):
-        if self._pending is None:
-            return self._decode_mask(args, kwargs)
-        visual, scores = self._pending
-        self._pending = None
+    def _cut(self, stage: Stage, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        run = self._pass
+        assert run is not None and run.scores is not None
         cache = kwargs.get("past_key_values")
         if cache is not None and not isinstance(cache, DynamicCache):
             raise ValueError(
-                f"{self.name}: inner merging needs a DynamicCache (layers ≥ K cache fewer tokens), got "
+                f"{self.name}: inner reduction needs a DynamicCache (layers after a cut cache fewer tokens), got "
                 f"{type(cache).__name__}; do not set cache_implementation"
             )
         hidden = _hidden(args, kwargs)
         length = hidden.shape[1]
-        visual = visual.to(hidden.device)
-        kept_local, kept_hidden = self.reducer(hidden[0, visual], scores.to(hidden.device))
+        visual = run.visual_now()[0].to(hidden.device)  # indices of the surviving visual tokens
+        n_in = int(run.visual.numel())
+        kept_local, kept_hidden = stage.reducer(hidden[0, visual], run.scores.to(hidden.device), n_in)
+        run.scores = None
         keep = torch.ones(length, dtype=torch.bool, device=hidden.device)
         keep[visual] = False
         keep[visual[kept_local]] = True
-        kept_positions = keep.nonzero().flatten()
-        short = hidden[:, kept_positions].clone()
-        short[:, torch.searchsorted(kept_positions, visual[kept_local])] = kept_hidden.to(short.dtype)
+        kept_now = keep.nonzero().flatten()  # indices into the current sequence
+        short = hidden[:, kept_now].clone()
+        short[:, torch.searchsorted(kept_now, visual[kept_local])] = kept_hidden.to(short.dtype)
 
         def cut(x: torch.Tensor) -> torch.Tensor:
-            return x[:, kept_positions.to(x.device)]
+            return x[:, kept_now.to(x.device)]
 
-        cos, sin = kwargs["position_embeddings"]
-        replace: dict[str, Any] = {"position_embeddings": (cut(cos), cut(sin))}
-        if kwargs.get("position_ids") is not None:
-            replace["position_ids"] = cut(kwargs["position_ids"])
+        replace: dict[str, Any] = {}
+        if self.renumber:
+            new_length = kept_now.numel()
+            cos, sin = run.full_position_embeddings
+            replace["position_embeddings"] = (cos[:, :new_length], sin[:, :new_length])
+            if kwargs.get("position_ids") is not None:
+                replace["position_ids"] = run.full_position_ids[:, :new_length]
+        else:
+            cos, sin = kwargs["position_embeddings"]
+            replace["position_embeddings"] = (cut(cos), cut(sin))
+            if kwargs.get("position_ids") is not None:
+                replace["position_ids"] = cut(kwargs["position_ids"])
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor):
             past = mask.shape[-1] - length
-            rows = kept_positions.to(mask.device)
+            rows = kept_now.to(mask.device)
             keys = torch.cat([torch.arange(past, device=mask.device), past + rows])
             replace["attention_mask"] = mask[:, :, rows][..., keys]
         elif mask is not None:
             raise ValueError(f"{self.name}: unsupported attention mask type {type(mask).__name__} (use sdpa or eager)")
 
-        self._short = replace
-        self._kept_positions, self._prefill_len = kept_positions, length
-        state = self.model.mm_state
-        state["kept_positions"] = kept_positions
-        state["inner"] = {"method": self.name, "layer": self.layer, "visual_in": int(visual.numel()), "visual_kept": int(kept_local.numel())}
+        run.alive = run.alive[kept_now.to(run.alive.device)]
+        run.short = replace
+        self._kept.append(run.alive)
+        self._prefill_len = run.length
+        self.host.sequence.survivors = run.alive
+        self.stage_stats.append(
+            {"layer": stage.layer, "visual_in": int(visual.numel()), "visual_kept": int(kept_local.numel())}
+        )
         kwargs.update(replace)
         return _with_hidden(args, kwargs, short)
 
-    # ---- layers > K --------------------------------------------------------------------------------
-    def _follow(self, layer: nn.Module, args: tuple, kwargs: dict[str, Any]):
-        if self._short is not None:
-            kwargs.update(self._short)
-            return args, kwargs
-        return self._decode_mask(args, kwargs)
-
-    def _decode_mask(self, args: tuple, kwargs: dict[str, Any]):
-        """A pass continuing a reduced prefill: drop the removed keys from a materialised mask."""
-        mask = kwargs.get("attention_mask")
-        if self._kept_positions is None or not isinstance(mask, torch.Tensor):
+    # ---- later passes ------------------------------------------------------------------------------------
+    def _later_pass(self, index: int, args: tuple, kwargs: dict[str, Any]):
+        """A pass continuing a reduced prefill: in layers after cut s, only stage s's survivors are cached."""
+        stage = self._stage_of(index)
+        if stage == 0 or len(self._kept) < stage:
             return None
-        kept = self._kept_positions.to(mask.device)
+        changed = False
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor):
+            kwargs["attention_mask"] = self._per_step(("mask", stage), mask, lambda: self._cut_mask(mask, stage))
+            changed = True
+        if self.renumber:
+            kwargs["position_embeddings"] = self._per_step(
+                ("rope", stage), kwargs["position_embeddings"], lambda: self._shifted_rope(args, kwargs, stage)
+            )
+            changed = True
+        return (args, kwargs) if changed else None
+
+    def _per_step(self, key: Any, source: Any, make: Callable[[], Any]) -> Any:
+        """`make()` once per step: every layer of a step receives the same mask / rope objects."""
+        cached = self._step_cache.get(key)
+        if cached is not None and cached[0] is source:
+            return cached[1]
+        value = make()
+        self._step_cache[key] = (source, value)
+        return value
+
+    def _cut_mask(self, mask: torch.Tensor, stage: int) -> torch.Tensor:
+        kept = self._kept[stage - 1].to(mask.device)
         keys = torch.cat([kept, torch.arange(self._prefill_len, mask.shape[-1], device=mask.device)])
-        kwargs["attention_mask"] = mask[..., keys]
-        return args, kwargs
+        return mask[..., keys]
+
+    def _shifted_rope(self, args: tuple, kwargs: dict[str, Any], stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position embeddings of this pass's tokens, moved back by the tokens dropped before this stage."""
+        hidden = _hidden(args, kwargs)
+        cos, _ = kwargs["position_embeddings"]
+        shift = self._prefill_len - int(self._kept[stage - 1].numel())
+        position_ids = kwargs.get("position_ids")
+        if position_ids is None:
+            raise ValueError(f"{self.name}: renumbered positions need the pass's position_ids")
+        return self.host.rotary_embedding(hidden.to(cos.device), position_ids.to(cos.device) - shift)

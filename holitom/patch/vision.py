@@ -15,13 +15,11 @@ from holitom.attention import received_attention
 
 
 class VisionAttentionProbe:
-    """Installed on one model instance; `scores` holds (frames, patches) float32 after each tower run."""
+    """Installed on one host; `scores` holds (frames, patches) float32 after each tower run."""
 
-    def __init__(self, model: nn.Module) -> None:
-        tower = model.get_vision_tower()
-        if tower is None:
-            raise ValueError("the model has no vision tower to probe")
-        self.layer = tower.encoder_layers[-1]
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.layer = host.vision_probe_layer
         self.scores: torch.Tensor | None = None
         self.handle = self.layer.register_forward_pre_hook(self._hook, with_kwargs=True)
 
@@ -42,9 +40,9 @@ class VisionAttentionProbe:
         scores, self.scores = self.scores, None
         return scores
 
-    def pop_pooled(self, model: nn.Module) -> torch.Tensor:
+    def pop_pooled(self) -> torch.Tensor:
         """The recorded scores pooled exactly like the video features: (frames, N) float32."""
-        return model.get_2dPool(self.pop()[..., None]).squeeze(-1)
+        return self.host.pool(self.pop()[..., None]).squeeze(-1)
 
     def remove(self) -> None:
         self.handle.remove()

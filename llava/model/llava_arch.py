@@ -5,13 +5,15 @@ layout → splicing into the prompt at IMAGE_TOKEN_INDEX.
 `model.vision_tower.*`, `model.mm_projector.*`, `model.image_newline`); `LlavaMetaForCausalLM` turns
 images and videos into visual token sequences and builds `inputs_embeds`.
 
-Extension points used by token-reduction methods (set per instance, never on the class):
+Extension points (set per instance, never on the class):
 - `video_token_compressor`: callable(model, pooled (F, N, d)) -> tokens (M, d) replacing the vanilla
-  video layout; None = vanilla.
-- `mm_state`: per-instance dict reset at the start of every sequence (`start_sequence`):
-  `visual_spans` (one list of (start, length) per batch row), `prompt_length` (spliced length per
-  row), `visual_tokens` (tokens per video/image before reduction inside the LM), `pooled_tokens`,
-  `fresh` (the next multi-token LM pass is this sequence's prefill), plus the methods' statistics.
+  video layout (newlines included); None = vanilla.
+- `sequence_state`: a `SequenceState` replaced at the start of every sequence (`start_sequence`): where the
+  visual tokens sit, the prompt length, whether the prefill has run, and the survivors for the loss.
+
+Devices: under a multi-GPU device map the vision tower, the projector, `image_newline` and `embed_tokens`
+may sit on different GPUs. Every concatenation here moves its pieces to the device of the tensor it extends:
+the newline to the pooled features' device, the visual tokens to the text embeddings' device.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector
+from llava.model.sequence import SequenceState
 
 POOL_MODES = ("bilinear", "average", "max")
 NEWLINE_POSITIONS = ("one_token", "grid", "frame", "no_token")
@@ -75,7 +78,7 @@ def add_video_newlines(pooled: torch.Tensor, newline: torch.Tensor, position: st
     frame: a newline after every frame; no_token: frames only.
     """
     f, n, d = pooled.shape
-    newline = newline.to(pooled.dtype)
+    newline = newline.to(device=pooled.device, dtype=pooled.dtype)
     if position == "one_token":
         return torch.cat([pooled.reshape(f * n, d), newline[None]], dim=0)
     if position == "grid":
@@ -104,24 +107,22 @@ class LlavaMetaForCausalLM:
         return self.get_model().get_vision_tower()
 
     @property
-    def mm_state(self) -> dict[str, Any]:
-        state = self.__dict__.get("_mm_state")
+    def sequence_state(self) -> SequenceState:
+        state = self.__dict__.get("_sequence_state")
         if state is None:
-            state = {}
-            self.__dict__["_mm_state"] = state
+            state = self.__dict__["_sequence_state"] = SequenceState()
         return state
 
-    def start_sequence(self, **state: Any) -> None:
-        """Begin a new sequence: drop the previous prompt's statistics, record `state`, and mark the
-        next multi-token LM pass as its prefill (`fresh`), which token-reduction hooks act on."""
-        for key in ("outer", "inner", "kept_positions", "visual_tokens", "pooled_tokens"):
-            self.mm_state.pop(key, None)
-        self.mm_state.update(state, fresh=True)
+    def start_sequence(self, visual_spans: list, prompt_lengths: list[int]) -> SequenceState:
+        """Begin a new sequence: a fresh `SequenceState` (nothing of the previous prompt survives) whose
+        first LM pass is its prefill."""
+        state = self.__dict__["_sequence_state"] = SequenceState(visual_spans, list(prompt_lengths))
+        return state
 
     def start_text_sequence(self, input_ids: torch.Tensor) -> None:
         """Begin a text-only sequence: every row has no visual span."""
         batch, length = input_ids.shape
-        self.start_sequence(visual_spans=[[] for _ in range(batch)], prompt_length=[length] * batch)
+        self.start_sequence([[] for _ in range(batch)], [length] * batch)
 
     # ---- visual features -------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ class LlavaMetaForCausalLM:
         else:
             position = getattr(self.config, "mm_newline_position", None) or "one_token"
             tokens = add_video_newlines(pooled, newline, position)
-        self.mm_state.setdefault("pooled_tokens", []).append(pooled.shape[0] * pooled.shape[1])
+        self.sequence_state.pooled_tokens.append(pooled.shape[0] * pooled.shape[1])
         return tokens
 
     def image_tokens(self, image: torch.Tensor) -> torch.Tensor:
@@ -164,8 +165,9 @@ class LlavaMetaForCausalLM:
             )
         tokens = self.encode_images(image)[0]
         if "unpad" in (getattr(self.config, "mm_patch_merge_type", None) or ""):
-            tokens = torch.cat([tokens, self.get_model().image_newline[None].to(tokens.dtype)], dim=0)
-        self.mm_state.setdefault("pooled_tokens", []).append(tokens.shape[0])
+            newline = self.get_model().image_newline.to(device=tokens.device, dtype=tokens.dtype)
+            tokens = torch.cat([tokens, newline[None]], dim=0)
+        self.sequence_state.pooled_tokens.append(tokens.shape[0])
         return tokens
 
     def visual_tokens(self, images: Any, modalities: Sequence[str] | None) -> list[torch.Tensor]:
@@ -212,7 +214,7 @@ class LlavaMetaForCausalLM:
         Returns (None, position_ids, attention_mask, past_key_values, inputs_embeds, labels) like
         LLaVA-NeXT; rows are padded on `padding_side` (default: config.tokenizer_padding_side).
         """
-        self.start_sequence(visual_spans=[], prompt_length=[], visual_tokens=[], pooled_tokens=[])
+        state = self.start_sequence([], [])
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
         batch = input_ids.shape[0]
@@ -248,12 +250,12 @@ class LlavaMetaForCausalLM:
                 text_at += length
                 offset += length
                 if i < len(cut):
-                    tokens = visual[next_visual].to(text_embeds.dtype)
+                    tokens = visual[next_visual].to(device=text_embeds.device, dtype=text_embeds.dtype)
                     next_visual += 1
                     pieces.append(tokens)
                     piece_labels.append(torch.full((tokens.shape[0],), IGNORE_INDEX, dtype=lab.dtype, device=lab.device))
                     row_spans.append((offset, tokens.shape[0]))
-                    self.mm_state["visual_tokens"].append(tokens.shape[0])
+                    state.visual_tokens.append(tokens.shape[0])
                     offset += tokens.shape[0]
             rows_embeds.append(torch.cat(pieces))
             rows_labels.append(torch.cat(piece_labels))
@@ -281,8 +283,8 @@ class LlavaMetaForCausalLM:
             new_mask[row, start : start + n] = True
             new_pos[row, start : start + n] = torch.arange(n, device=device)
             spans[row] = [(s + start, n_tok) for s, n_tok in spans[row]]
-            self.mm_state["prompt_length"].append(start + n)
-        self.mm_state["visual_spans"] = spans
+            state.prompt_lengths.append(start + n)
+        state.visual_spans = spans
         return (
             None,
             new_pos if position_ids is not None else None,

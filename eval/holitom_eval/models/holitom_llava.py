@@ -11,10 +11,11 @@ sequence). Under `accelerate launch --num_processes N` every process holds a ful
 lmms-eval splits the documents by rank; `device_map=auto` instead shards one model over all visible GPUs in
 a single process (72B).
 
-Per request it records the visual tokens entering the LLM, those left after inner merging, and the prefill
-FLOPs those counts give (paper formula, `holitom.flops.actual_prefill_flops`): logged as a summary, returned
-to lmms-eval as token counts, and written to `<stats_dir>/holitom_samples_rank<R>.jsonl` when `stats_dir` is
-set; `<stats_dir>/holitom_run.json` holds the settings and the paper-style FLOPs of the configuration.
+Per request it records the visual tokens entering the LLM, those left after each reduction inside it, and
+the prefill FLOPs those counts give (paper formula, `holitom.flops.schedule_flops` of `holitom.stats`):
+logged as a summary, returned to lmms-eval as token counts, and written to
+`<stats_dir>/holitom_samples_rank<R>.jsonl` when `stats_dir` is set; `<stats_dir>/holitom_run.json` holds
+the settings and the paper-style FLOPs of the configuration (file names: `holitom_eval.records`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from loguru import logger as eval_logger
 from PIL import Image
 from tqdm import tqdm
 
-from holitom.flops import actual_prefill_flops, get_shape, method_flops
-from holitom.methods import apply_method
+import holitom
+from holitom.flops import method_flops, schedule_flops
+from holitom.shapes import get_shape
+from holitom_eval import records
 from holitom_eval.settings import PluginSettings, parse_model_args
 
 STATS_ENV = "HOLITOM_STATS_DIR"
@@ -77,7 +80,9 @@ class HoliTomLlava(lmms):
             overwrite_config=dict(s.overwrite_config) or None,
         )
         self._model.eval()
-        apply_method(self._model, s.method, **s.method_settings)
+        holitom.apply_method(self._model, s.method, **s.method_settings)
+        # the settings in force: the given ones, then the paper's values for this model, then the defaults
+        self.method_config = holitom.stats(self._model).settings
         self._device = self._model.get_model().embed_tokens.weight.device
 
         if accelerator.num_processes > 1:
@@ -130,21 +135,9 @@ class HoliTomLlava(lmms):
     # ---- FLOPs and records ---------------------------------------------------------------------------
     def _paper_flops(self):
         """Prefill FLOPs of this configuration as the paper counts them (None if not countable)."""
-        s, shape = self.settings, self.shape
-        kwargs: dict[str, Any] = {}
-        if s.method == "holitom":
-            cfg = s.holitom_config()
-            kwargs["retain_ratio"] = cfg.retain_ratio
-            if cfg.merge_layer is not None and cfg.merge_layer < shape.num_layers:
-                kwargs.update(merge_layer=cfg.merge_layer, merge_ratio=cfg.merge_ratio)
-        elif s.method == "visionzip":
-            kwargs["retain_ratio"] = s.method_settings.get("retain_ratio", 0.10)
-        elif s.method == "fastv":
-            kwargs = {
-                k: s.method_settings[k] for k in ("fastv_layer", "fastv_keep") if k in s.method_settings
-            }
+        s = self.settings
         try:
-            return method_flops(shape, frames=s.max_frames_num, method=s.method, **kwargs)
+            return method_flops(self.shape, frames=s.max_frames_num, method=s.method, **self.method_config)
         except ValueError as exc:
             eval_logger.warning(f"holitom_llava: no paper-style FLOPs for this configuration: {exc}")
             return None
@@ -156,40 +149,41 @@ class HoliTomLlava(lmms):
             "pretrained": s.pretrained,
             "method": s.method,
             "method_settings": s.method_settings,
-            "holitom_config": asdict(s.holitom_config()) if s.method == "holitom" else None,
+            "method_config": self.method_config,
             "max_frames_num": s.max_frames_num,
             "overwrite_config": s.overwrite_config,
             "torch_dtype": dtype,
             "device_map": device_map,
             "world_size": self._world_size,
             "shape": asdict(self.shape),
-            "paper_flops": asdict(self.paper_flops) if self.paper_flops else None,
+            "paper_flops": self.paper_flops.as_dict() if self.paper_flops else None,
         }
-        with open(os.path.join(self.stats_dir, "holitom_run.json"), "w") as fh:
+        with open(os.path.join(self.stats_dir, records.RUN_RECORD), "w") as fh:
             json.dump(record, fh, indent=2)
 
     def _record(self, record: dict[str, Any]) -> None:
         """Add the measured counts of the last forward/generate to `record`, keep totals, append to file."""
-        state = self.model.mm_state
-        visual_in = int(sum(state.get("visual_tokens") or []))
-        inner = state.get("inner")
-        kept = int(inner["visual_kept"]) if inner else None
-        layer = int(inner["layer"]) if inner else None
+        stats = holitom.stats(self.model)
+        kept = stats.visual_after if stats.stages else None
         record.update(
-            pooled_tokens=int(sum(state.get("pooled_tokens") or [])),
-            visual_tokens=visual_in,
-            inner_layer=layer,
+            pooled_tokens=stats.pooled_tokens,
+            visual_tokens=stats.visual_tokens,
+            inner_layer=stats.stages[0]["layer"] if stats.stages else None,
             visual_kept=kept,
-            prompt_tokens=int((state.get("prompt_length") or [0])[0]),
-            tflops=actual_prefill_flops(self.shape, visual_in, kept, layer) / 1e12,
+            stages=stats.stages,
+            prompt_tokens=stats.prompt_tokens,
+            tflops=schedule_flops(self.shape, stats.schedule) / 1e12,
         )
+        if stats.decode:
+            record["decode"] = stats.decode
+        visual_in = stats.visual_tokens
         totals = self._totals
         totals["requests"] += 1
         totals["visual_tokens"] += visual_in
         totals["visual_kept"] += visual_in if kept is None else kept
         totals["tflops"] += record["tflops"]
         if self.stats_dir:
-            path = os.path.join(self.stats_dir, f"holitom_samples_rank{self._rank}.jsonl")
+            path = os.path.join(self.stats_dir, records.samples_file(self._rank))
             with open(path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 

@@ -65,12 +65,12 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
                 )
             )
             input_ids = None
-        elif input_ids is not None:
+        elif input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+            # A new text-only sequence: no visual span, whatever the previous prompt had. (Checked here, once
+            # per sequence: a decode step's ids are generated tokens, and the check would sync the device.)
             if bool((input_ids < 0).any()):
                 raise ValueError("input_ids contain IMAGE_TOKEN_INDEX placeholders but no images were given")
-            if past_key_values is None or past_key_values.get_seq_length() == 0:
-                # A new text-only sequence: no visual span, whatever the previous prompt had.
-                self.start_text_sequence(input_ids)
+            self.start_text_sequence(input_ids)
         out = Qwen2ForCausalLM.forward(
             self,
             input_ids=input_ids,
@@ -82,11 +82,13 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        state = self.sequence_state
+        state.prefilled = True
         loss = None
         if labels is not None:
             # A token-reduction method may have shortened the sequence inside the LM: score only the
             # positions that survived (text tokens always do).
-            kept = self.mm_state.get("kept_positions")
+            kept = state.survivors
             if kept is not None and labels.shape[1] != out.logits.shape[1]:
                 labels = labels[:, kept.to(labels.device)]
             loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=self.config.vocab_size)

@@ -7,9 +7,10 @@ percentage of the vanilla row's average. Scores are percentages. Sources, all fo
 
 - `*_results.json` written by lmms-eval (`--output_path`): scores, the model and its `--model_args`.
 - `holitom_run.json` / `holitom_samples_rank*.jsonl` written by the `holitom_llava` model (`stats_dir`) in
-  the same run folder or a parent: the paper-style FLOPs of the configuration and the measured per-request
-  visual tokens and prefill FLOPs. Without them (e.g. lmms-eval's stock llava wrappers) the paper-style
-  FLOPs are computed from the model args with `holitom.flops`.
+  the same run folder or a parent (names: `holitom_eval.records`): the settings in force, the paper-style
+  FLOPs of the configuration and the measured per-request visual tokens and prefill FLOPs. Without them
+  (e.g. lmms-eval's stock llava wrappers) the paper-style FLOPs are computed from the model args with
+  `holitom.flops`.
 
 MVBench is the sample-weighted mean of its sub-tasks (`mvbench_*`) when the group itself has no score; the
 local smoke tasks (`smoke_<task>`) count as their benchmark. Results of the same configuration found more
@@ -26,6 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from holitom import methods
+from holitom_eval import records
+
 # (task, column title, [(metric, scale to percent)...]) in table order.
 BENCHMARKS: tuple[tuple[str, str, tuple[tuple[str, float], ...]], ...] = (
     ("mvbench", "MVBench", (("mvbench_accuracy", 1.0),)),
@@ -35,17 +39,24 @@ BENCHMARKS: tuple[tuple[str, str, tuple[tuple[str, float], ...]], ...] = (
 )
 # Other task names that count as a benchmark (smoke_ prefixes are stripped first).
 TASK_ALIASES = {"egoschema_subset": "egoschema"}
-METHOD_ORDER = {"vanilla": 0, "fastv": 1, "visionzip": 2, "holitom_wo_m": 3, "holitom": 4}
-METHOD_LABELS = {
-    "vanilla": "Vanilla",
-    "fastv": "FastV",
-    "visionzip": "VisionZip",
-    "holitom_wo_m": "HoliTom (w/o M)",
-    "holitom": "HoliTom",
-}
+STOCK_MODELS_NOTE = "lmms-eval's stock llava wrappers run the vanilla model"
+
+
+def _row_kinds() -> tuple[dict[str, int], dict[str, str]]:
+    """Row kinds in the paper's Table 1 order (Vanilla, FastV, PDrop, ..., HoliTom), with their labels.
+
+    A kind is a registered method's name, or "holitom_wo_m" for HoliTom without inner merging."""
+    labels = {"vanilla": "Vanilla", "holitom_wo_m": "HoliTom (w/o M)", "holitom": "HoliTom"}
+    for method in methods.all_methods():
+        if method.name not in labels and method.paper_labels:
+            labels[method.name] = method.paper_labels[0]
+    paper_order = ["Vanilla", "FastV", "PDrop", "DyCoke", "VisionZip", "PruneVid", "FastVID", "HoliTom (w/o M)", "HoliTom"]
+    order = {kind: paper_order.index(label) if label in paper_order else len(paper_order) for kind, label in labels.items()}
+    return order, labels
+
+
+METHOD_ORDER, METHOD_LABELS = _row_kinds()
 STOCK_MODELS = ("llava_onevision", "llava_vid")
-# holitom.flops preset for a hub id without a local config.json (first hint found in the lowercased name).
-PRESET_HINTS = (("ov-72b", "72b"), ("vid-7b", "video"), ("ov-0.5b", "0.5b"), ("ov-7b", "7b"))
 DETAIL_NAMES = {"tau": "τ", "merge_layer": "K", "merge_ratio": "r", "beta": "β", "fastv_layer": "K"}
 LATEX_DETAIL = {"τ": r"$\tau$", "β": r"$\beta$"}
 
@@ -121,73 +132,81 @@ def _is_none(value: Any) -> bool:
 
 
 def _identity(model: str, args: dict[str, Any], run_record: dict[str, Any] | None) -> tuple[str, float, dict]:
-    """(method key, retention, details) of one configuration."""
+    """(row kind, retention, details) of one configuration: the settings in force, from the run record
+    (or, without one, the model args over the method's defaults)."""
     if model in STOCK_MODELS:
         return "vanilla", 1.0, {}
-    method = (run_record or {}).get("method") or args.get("method", "vanilla")
-    if method == "vanilla":
+    name = (run_record or {}).get("method") or args.get("method", "vanilla")
+    try:
+        spec = methods.get(name)
+    except ValueError:
+        return name, 1.0, {}
+    if name == "vanilla":
         return "vanilla", 1.0, {}
-    if method == "fastv":
-        keep = float(args.get("fastv_keep", 0.5))
-        return "fastv", keep, {"fastv_layer": int(args.get("fastv_layer", 2))}
-    if method == "visionzip":
-        return "visionzip", float(args.get("retain_ratio", 0.10)), {}
-    if method != "holitom":
-        return method, 1.0, {}
-    config = (run_record or {}).get("holitom_config") or {}
-    get = lambda k, d: config.get(k, args.get(k, d))  # noqa: E731 - record first, then the model args
-    layer = get("merge_layer", 18)
-    layer = None if _is_none(layer) else int(layer)
-    num_layers = ((run_record or {}).get("shape") or {}).get("num_layers")
-    merged = layer is not None and (num_layers is None or layer < num_layers)
-    details = {"tau": float(get("tau", 0.8)), "beta": float(get("beta", 0.6))}
-    if merged:
-        details.update(merge_layer=layer, merge_ratio=float(get("merge_ratio", 0.5)))
-    return ("holitom" if merged else "holitom_wo_m"), float(get("retain_ratio", 0.10)), details
+    # "holitom_config": the record of runs made before the method registry (still read: finished runs count)
+    config = dict((run_record or {}).get("method_config") or (run_record or {}).get("holitom_config") or {})
+    if not config:
+        given = {k: v for k, v in args.items() if k in {s.name for s in spec.settings}}
+        try:
+            config = spec.config_dict(spec.make_config(given))
+        except ValueError:
+            config = given
+    retention_key = spec.retention_setting
+    retention = float(config.get(retention_key, 1.0)) if retention_key else 1.0
+    details = {k: v for k, v in config.items() if k != retention_key}
+    kind = name
+    if name == "holitom":
+        layer = details.get("merge_layer")
+        num_layers = ((run_record or {}).get("shape") or {}).get("num_layers")
+        merged = layer is not None and (num_layers is None or layer < num_layers)
+        kind = "holitom" if merged else "holitom_wo_m"
+        if not merged:
+            details = {k: v for k, v in details.items() if k not in ("merge_layer", "merge_ratio", "inner_update")}
+    return kind, retention, details
 
 
-def _paper_flops(model: str, args: dict[str, Any], method: str, retention: float, details: dict) -> Any:
-    """Paper-style FLOPs from the model args when the run left no holitom_run.json."""
-    from holitom.flops import MODEL_SHAPES, get_shape, method_flops
+def _paper_flops(model: str, args: dict[str, Any], kind: str, retention: float, details: dict) -> Any:
+    """Paper-style FLOPs from the model args when the run left no run record."""
+    from holitom.flops import method_flops
+    from holitom.shapes import SHAPES, get_shape, guess_shape
 
     pretrained = str(args.get("pretrained", ""))
     try:
         shape = get_shape(pretrained)
     except ValueError:
-        name = pretrained.lower()
-        preset = next((p for p, hint in PRESET_HINTS if hint in name), None)
+        preset = guess_shape(pretrained)
         if preset is None:
             return None
-        shape = MODEL_SHAPES[preset]
+        shape = SHAPES[preset]
     frames = int(args.get("max_frames_num", 32 if model != "llava_vid" else 20))
-    kwargs: dict[str, Any] = {}
-    if method in ("holitom", "holitom_wo_m", "visionzip"):
-        kwargs["retain_ratio"] = retention
-    if method == "holitom":
-        kwargs.update(merge_layer=details["merge_layer"], merge_ratio=details["merge_ratio"])
-    if method == "fastv":
-        kwargs.update(fastv_layer=details["fastv_layer"], fastv_keep=retention)
+    name = "holitom" if kind == "holitom_wo_m" else kind
     try:
-        return method_flops(shape, frames=frames, method=method.replace("_wo_m", ""), **kwargs)
+        spec = methods.get(name)
+        settings = dict(details)
+        if spec.retention_setting:
+            settings[spec.retention_setting] = retention
+        if kind == "holitom_wo_m":
+            settings["merge_layer"] = None
+        return method_flops(shape, frames=frames, method=name, **settings)
     except ValueError:
         return None
 
 
 def _measured(run_dir: str) -> dict[str, float]:
     """Means over the model's per-request records in a run folder (all ranks)."""
-    records = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "holitom_samples_rank*.jsonl"))):
+    lines = []
+    for path in sorted(glob.glob(os.path.join(run_dir, records.SAMPLES_GLOB))):
         with open(path) as fh:
-            records += [json.loads(line) for line in fh if line.strip()]
-    if not records:
+            lines += [json.loads(line) for line in fh if line.strip()]
+    if not lines:
         return {}
-    n = len(records)
-    kept = [r["visual_tokens"] if r.get("visual_kept") is None else r["visual_kept"] for r in records]
+    n = len(lines)
+    kept = [r["visual_tokens"] if r.get("visual_kept") is None else r["visual_kept"] for r in lines]
     return {
         "requests": n,
-        "visual_tokens": sum(r["visual_tokens"] for r in records) / n,
+        "visual_tokens": sum(r["visual_tokens"] for r in lines) / n,
         "visual_kept": sum(kept) / n,
-        "tflops": sum(r["tflops"] for r in records) / n,
+        "tflops": sum(r["tflops"] for r in lines) / n,
     }
 
 
@@ -244,9 +263,9 @@ def collect(log_dir: str) -> list[Row]:
     log_dir = os.path.abspath(log_dir)
     if not os.path.isdir(log_dir):
         raise ValueError(f"LOG_DIR={log_dir!r} is not a directory")
-    files = sorted(glob.glob(os.path.join(log_dir, "**", "*_results.json"), recursive=True))
+    files = sorted(glob.glob(os.path.join(log_dir, "**", records.RESULTS_GLOB), recursive=True))
     if not files:
-        raise ValueError(f"no lmms-eval results (*_results.json) under {log_dir}")
+        raise ValueError(f"no lmms-eval results ({records.RESULTS_GLOB}) under {log_dir}")
     rows: dict[tuple, Row] = {}
     for path in files:
         with open(path) as fh:
@@ -254,7 +273,7 @@ def collect(log_dir: str) -> list[Row]:
         config = results.get("config") or {}
         model = str(config.get("model", ""))
         args = parse_model_args(config.get("model_args"))
-        record_path = _find_up(os.path.dirname(path), log_dir, "holitom_run.json")
+        record_path = _find_up(os.path.dirname(path), log_dir, records.RUN_RECORD)
         record = None
         if record_path:
             with open(record_path) as fh:

@@ -1,0 +1,189 @@
+"""The method registry: every token-reduction method, installed on a host model by name or by config.
+
+    holitom.apply_method(model, "fastv", fastv_layer=2, fastv_keep=0.2)
+    holitom.apply(model, holitom.HoliTomConfig(retain_ratio=0.10, merge_layer=18))
+    holitom.stats(model)      # what the last sequence's prefill did
+    holitom.remove(model)     # vanilla again
+
+Adding a method: one module in this package (a config dataclass and a `Method` subclass instance `METHOD`)
+plus one line in `_MODULES`. Every front end (CLI, bench, FLOPs, lmms-eval plugin, sweeps) reads the
+registry. Nothing here imports torch: method modules import their tensor code when they install.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from holitom.methods.base import Method, Schedule, Setting
+
+# name → module holding `METHOD` (the registration line of each method)
+_MODULES: dict[str, str] = {
+    "vanilla": "holitom.methods.vanilla",
+    "holitom": "holitom.methods.holitom",
+    "visionzip": "holitom.methods.visionzip",
+    "fastv": "holitom.methods.fastv",
+}
+METHODS: tuple[str, ...] = tuple(_MODULES)
+
+
+def get(name: str) -> Method:
+    """The registered method called `name` (ValueError listing the valid names)."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    return import_module(_MODULES[name]).METHOD
+
+
+def all_methods() -> list[Method]:
+    return [get(name) for name in METHODS]
+
+
+def method_of_config(config: Any) -> Method:
+    """The registered method whose config class `config` is an instance of."""
+    for method in all_methods():
+        if method.config_class is not None and isinstance(config, method.config_class):
+            return method
+    raise TypeError(f"config must be a registered method config (e.g. HoliTomConfig), got {type(config).__name__}")
+
+
+def all_settings() -> dict[str, list[tuple[str, Setting]]]:
+    """Setting name → [(method, setting), ...] over every method (names shared by methods share a type)."""
+    out: dict[str, list[tuple[str, Setting]]] = {}
+    for method in all_methods():
+        for item in method.settings:
+            out.setdefault(item.name, []).append((method.name, item))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- hosts
+
+
+def _slot(model: Any) -> tuple[Any, dict[str, Any]]:
+    from holitom.hosts import host_for
+
+    host = host_for(model)
+    return host, host.method_slot
+
+
+def installed(model: Any) -> Any:
+    """The Installation on this model instance, or None."""
+    from holitom.hosts import host_for
+
+    return host_for(model).method_slot.get("installation")
+
+
+def model_context(model: Any) -> dict[str, Any]:
+    """What presets and checks need of a model: its published shape name (if any), depth, newline layout."""
+    from holitom.hosts import host_for
+    from holitom.shapes import match_shape
+
+    host = host_for(model)
+    return {
+        "shape": match_shape(model.config),
+        "num_layers": len(host.decoder_layers),
+        "layout": host.newline_layout,
+    }
+
+
+def install(model: Any, method: Method, config: Any) -> Any:
+    """Install a validated config of `method` on a model (replacing any method installed)."""
+    remove(model)
+    host, slot = _slot(model)
+    context = model_context(model)
+    method.check_model(config, context["num_layers"], context["layout"])
+    if method.name == "vanilla":
+        return model
+    slot["installation"] = method.install(host, config)
+    return model
+
+
+def apply(model: Any, config: Any) -> Any:
+    """Install the method of a config instance (e.g. `HoliTomConfig`) on this model instance."""
+    return install(model, method_of_config(config), config)
+
+
+def apply_method(model: Any, name: str, **settings: Any) -> Any:
+    """Install a method by name. Settings not given take the paper's values for this model's published
+    shape (HoliTom: K and τ), else the method's defaults; a layer beyond the model's depth is an error."""
+    method = get(name)
+    context = model_context(model)
+    config = method.make_config(settings, **context)
+    return install(model, method, config)
+
+
+def remove(model: Any) -> Any:
+    """Remove whatever method is installed; the model is vanilla again."""
+    _, slot = _slot(model)
+    installation = slot.pop("installation", None)
+    if installation is not None:
+        installation.remove()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class ReductionStats:
+    """What the current sequence's prefill did: visual tokens pooled, entering the LLM, and after each cut
+    inside it (`stages`: layer, visual_in, visual_kept), plus the method's outer/decode details."""
+
+    method: str
+    settings: dict[str, Any]
+    pooled_tokens: int
+    visual_tokens: int
+    prompt_tokens: int
+    stages: list[dict[str, int]] = field(default_factory=list)
+    outer: list[dict[str, Any]] = field(default_factory=list)
+    decode: dict[str, Any] | None = None
+
+    @property
+    def visual_after(self) -> int:
+        """Visual tokens in the last decoder layers."""
+        return self.stages[-1]["visual_kept"] if self.stages else self.visual_tokens
+
+    @property
+    def schedule(self) -> Schedule:
+        """((first layer, visual tokens), ...) of this prefill, for `holitom.flops.schedule_flops`."""
+        return ((0, self.visual_tokens), *((s["layer"], s["visual_kept"]) for s in self.stages))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "visual_after": self.visual_after}
+
+
+def stats(model: Any) -> ReductionStats:
+    """Statistics of the current sequence of a model instance (vanilla when no method is installed)."""
+    from holitom.hosts import host_for
+
+    host = host_for(model)
+    state = host.sequence
+    installation = host.method_slot.get("installation")
+    prompt = state.prompt_lengths[0] if state.prompt_lengths else 0
+    result = ReductionStats(
+        method="vanilla" if installation is None else installation.name,
+        settings={} if installation is None else installation.method.config_dict(installation.config),
+        pooled_tokens=int(sum(state.pooled_tokens)),
+        visual_tokens=int(sum(state.visual_tokens)),
+        prompt_tokens=int(prompt),
+    )
+    if installation is not None:
+        result.stages = installation.stage_stats()
+        result.outer = installation.outer_stats()
+        result.decode = installation.decode_stats()
+    return result
+
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "ReductionStats",
+    "all_methods",
+    "apply",
+    "apply_method",
+    "get",
+    "installed",
+    "remove",
+    "stats",
+]

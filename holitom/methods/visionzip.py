@@ -1,0 +1,66 @@
+"""VisionZip (Yang et al., CVPR 2025, arXiv 2412.04467), per video frame on the pooled tokens, with the
+same vision-attention scores as HoliTom. The algorithm: `holitom.baselines.visionzip`, docs/methods.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from holitom import counts
+from holitom.methods.base import Method, Schedule, check_share, setting
+
+# VisionZip's own split keeps 54 dominant + 10 contextual tokens in its 64-token setting (and 108+20,
+# 162+30 at 128/192 tokens): contextual tokens are 10/64 = 15.625% of the budget.
+VISIONZIP_CONTEXTUAL_SHARE = 10 / 64
+
+
+@dataclass(frozen=True)
+class VisionZipConfig:
+    retain_ratio: float = setting(0.10, "ρ: share of each frame's pooled tokens kept, in (0, 1]", short="rho")
+    contextual_share: float = setting(
+        VISIONZIP_CONTEXTUAL_SHARE, "D: share of each frame's budget given to contextual (merged) tokens, in [0, 1]", short="D"
+    )
+
+    def __post_init__(self) -> None:
+        check_share("VisionZipConfig", "retain_ratio", self.retain_ratio)
+        check_share("VisionZipConfig", "contextual_share", self.contextual_share, low_open=False)
+
+
+class VisionZip(Method):
+    name = "visionzip"
+    summary = "VisionZip per frame: dominant tokens by attention + merged contextual tokens"
+    acts = "before the LLM"
+    config_class = VisionZipConfig
+    layouts = ("one_token",)
+    identity_settings = {"retain_ratio": 1.0}
+    paper_labels = ("VisionZip", "Visionzip")
+
+    def schedule(self, config: VisionZipConfig, frames: int, tokens_per_frame: int, num_layers: int) -> Schedule:
+        return ((0, counts.outer_tokens(frames, tokens_per_frame, config.retain_ratio)),)
+
+    def paper_settings(self, label: str, shape: str, budget: float) -> dict[str, Any] | None:
+        return {"retain_ratio": budget} if label in self.paper_labels else None
+
+    def install(self, host: Any, config: VisionZipConfig) -> Any:
+        import torch
+
+        from holitom.baselines.visionzip import visionzip_compress
+        from holitom.methods.installation import Installation
+        from holitom.patch.vision import VisionAttentionProbe
+
+        installation = Installation(self, config, host)
+        probe = installation.add(VisionAttentionProbe(host))
+
+        def compress(pooled: torch.Tensor) -> torch.Tensor:
+            tokens = visionzip_compress(pooled, probe.pop_pooled(), config.retain_ratio, config.contextual_share)
+            newline = host.image_newline.to(device=tokens.device, dtype=tokens.dtype)
+            tokens = torch.cat([tokens, newline[None]], dim=0)
+            frames, per_frame = pooled.shape[:2]
+            installation.record_outer(method="visionzip", frames=frames, pooled=frames * per_frame, tokens=tokens.shape[0])
+            return tokens
+
+        installation.set_compressor(compress)
+        return installation
+
+
+METHOD = VisionZip()

@@ -1,0 +1,170 @@
+"""The published model shapes, in one table: FLOPs accounting, random benchmark models, presets and the
+paper's tables all read them from here. Pure Python: no torch.
+
+From the published config.json files (lmms-lab/llava-onevision-qwen2-{0.5b,7b,72b}-ov,
+lmms-lab/LLaVA-Video-7B-Qwen2); the vision tower of all of them is SigLIP-so400m-patch14-384 (27×27
+patches, the last of its 27 layers dropped). OneVision pools bilinearly to ceil(27/2)² = 196 tokens per
+frame and appends one newline (`one_token`); LLaVA-Video averages to floor(27/2)² = 169 and appends a
+newline after every row (`grid`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+SIGLIP_SO400M = "google/siglip-so400m-patch14-384"
+SIGLIP_GRID = 27  # 384 / 14 patches per side
+KINDS = ("onevision", "video")  # one_token + bilinear, grid + average
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What accounting, benchmarks and presets need of a model.
+
+    num_layers/hidden/ffn/heads/kv_heads/vocab/tied: the Qwen2 LM; tokens_per_frame: pooled tokens N;
+    frames: the paper's frame count for this model; kind: "onevision" (one_token layout, bilinear pooling)
+    or "video" (grid layout, average pooling); paper_name: the model's name in the paper's tables.
+    """
+
+    name: str
+    num_layers: int
+    hidden: int
+    ffn: int
+    tokens_per_frame: int
+    frames: int
+    kind: str = "onevision"
+    heads: int | None = None
+    kv_heads: int | None = None
+    vocab: int | None = None
+    tied: bool = False
+    hub_id: str | None = None
+    paper_name: str | None = None
+
+
+SHAPES: dict[str, ModelShape] = {
+    "ov-0.5b": ModelShape(
+        "ov-0.5b", 24, 896, 4864, 196, 32, "onevision", 14, 2, 151936, True,
+        "lmms-lab/llava-onevision-qwen2-0.5b-ov", "LLaVA-OneVision-0.5B",
+    ),
+    "ov-7b": ModelShape(
+        "ov-7b", 28, 3584, 18944, 196, 32, "onevision", 28, 4, 152064, False,
+        "lmms-lab/llava-onevision-qwen2-7b-ov", "LLaVA-OneVision-7B",
+    ),
+    "ov-72b": ModelShape(
+        "ov-72b", 80, 8192, 29568, 196, 32, "onevision", 64, 8, 152064, False,
+        "lmms-lab/llava-onevision-qwen2-72b-ov-sft", "LLaVA-OneVision-72B",
+    ),
+    "vid-7b": ModelShape(
+        "vid-7b", 28, 3584, 18944, 169, 64, "video", 28, 4, 152064, False,
+        "lmms-lab/LLaVA-Video-7B-Qwen2", "LLaVA-Video-7B",
+    ),
+}  # fmt: skip
+
+# A hub id without a local config.json: the first hint found in its lowercased name.
+_NAME_HINTS = (("72b", "ov-72b"), ("video", "vid-7b"), ("0.5b", "ov-0.5b"), ("7b", "ov-7b"))
+
+
+def shape_from_config(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> ModelShape:
+    """ModelShape of a LLaVA-OneVision / LLaVA-Video config (a dict, a config.json file or a model folder).
+
+    Reads the Qwen2 sizes and mm_spatial_pool_mode / mm_spatial_pool_stride (default 2) for the tokens per
+    frame on the SigLIP 27×27 grid (a `vision_config` or `mm_vision_tower_config` with image_size and
+    patch_size overrides the grid): bilinear → ceil(27/2)² = 196, average/max → floor(27/2)² = 169.
+    The name is the published shape it matches (same LM sizes and layout), else the given path or "config".
+    """
+    if isinstance(path_or_dict, Mapping):
+        cfg, name = dict(path_or_dict), "config"
+    else:
+        path = os.fspath(path_or_dict)
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            raise ValueError(f"{path!r}: no config.json there")
+        with open(file, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+        name = path
+    missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size") if k not in cfg]
+    if missing:
+        raise ValueError(f"{name}: config lacks {missing} (not a LLaVA/Qwen2 config?)")
+    mode = cfg.get("mm_spatial_pool_mode")
+    if mode not in ("bilinear", "average", "max"):
+        raise ValueError(f"mm_spatial_pool_mode={mode!r} in config: must be 'bilinear', 'average' or 'max'")
+    stride = cfg.get("mm_spatial_pool_stride") or 2
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"mm_spatial_pool_stride={stride!r} in config: must be an integer ≥ 1")
+    grid = SIGLIP_GRID
+    for key in ("vision_config", "mm_vision_tower_config"):
+        vision = cfg.get(key)
+        if isinstance(vision, Mapping) and "image_size" in vision and "patch_size" in vision:
+            grid = int(vision["image_size"]) // int(vision["patch_size"])
+    side = math.ceil(grid / stride) if mode == "bilinear" else grid // stride
+    kind = "video" if cfg.get("mm_newline_position") == "grid" else "onevision"
+    heads = cfg.get("num_attention_heads")
+    shape = ModelShape(
+        name=name,
+        num_layers=cfg["num_hidden_layers"],
+        hidden=cfg["hidden_size"],
+        ffn=cfg["intermediate_size"],
+        tokens_per_frame=side * side,
+        frames=64 if kind == "video" else 32,
+        kind=kind,
+        heads=heads,
+        kv_heads=cfg.get("num_key_value_heads", heads),
+        vocab=cfg.get("vocab_size"),
+        tied=bool(cfg.get("tie_word_embeddings", False)),
+    )
+    for field in ("num_layers", "hidden", "ffn", "tokens_per_frame"):
+        value = getattr(shape, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field}={value!r} in config: must be an integer ≥ 1")
+    published = match_shape(shape)
+    if published is not None and name == "config":
+        shape = replace(shape, name=published)
+    return shape
+
+
+def match_shape(shape_or_config: ModelShape | Any) -> str | None:
+    """The published shape with the same LM sizes and layout as a ModelShape or a model config, if any."""
+    if isinstance(shape_or_config, ModelShape):
+        key = (shape_or_config.hidden, shape_or_config.ffn, shape_or_config.num_layers, shape_or_config.kind)
+    else:
+        layout = getattr(shape_or_config, "mm_newline_position", None) or "one_token"
+        key = (
+            shape_or_config.hidden_size,
+            shape_or_config.intermediate_size,
+            shape_or_config.num_hidden_layers,
+            "video" if layout == "grid" else "onevision",
+        )
+    for name, shape in SHAPES.items():
+        if (shape.hidden, shape.ffn, shape.num_layers, shape.kind) == key:
+            return name
+    return None
+
+
+def get_shape(model: str | os.PathLike[str] | Mapping[str, Any] | ModelShape) -> ModelShape:
+    """A ModelShape from a published name (SHAPES), a config dict, a config.json path or folder, or a
+    ModelShape."""
+    if isinstance(model, ModelShape):
+        return model
+    if isinstance(model, Mapping):
+        return shape_from_config(model)
+    if isinstance(model, str) and model in SHAPES:
+        return SHAPES[model]
+    if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
+        return shape_from_config(model)
+    raise ValueError(f"model={model!r}: unknown shape and not a config.json path; shapes: {', '.join(SHAPES)}")
+
+
+def guess_shape(name: str) -> str | None:
+    """The published shape a hub id most likely is (for paper-style FLOPs of a run with no config at hand)."""
+    lowered = str(name).lower()
+    return next((shape for hint, shape in _NAME_HINTS if hint in lowered), None)
+
+
+def shape_of_paper_model(paper_name: str) -> str | None:
+    """The shape name of a model as the paper's tables name it ("LLaVA-OneVision-7B" → "ov-7b")."""
+    return next((name for name, shape in SHAPES.items() if shape.paper_name == paper_name), None)
