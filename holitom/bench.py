@@ -65,6 +65,7 @@ def parse_methods(
     shape: str | None = None,
     full_layers: int | None = None,
     newline_position: str = "one_token",
+    common: dict[str, Any] | None = None,
 ) -> list[MethodSpec]:
     """Parse --methods: comma-separated `NAME[@RHO][:KEY=VALUE]...` items (`parse_method_item`).
 
@@ -72,7 +73,8 @@ def parse_methods(
     relative to the depth (`Method.relative_layers`, HoliTom's K) gets its preset at the same relative depth
     of a truncated LM (`full_layers` deep when whole); without a published shape, its default, stated for
     the 28-layer 7B LM, is moved the same way. vanilla is put first when missing: every ratio is against the
-    vanilla run of the same process.
+    vanilla run of the same process. `common`: settings for every item whose method has them and that
+    does not set them itself (e.g. reference_compat from --reference-compat).
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"--methods={text!r}: give a comma-separated list, e.g. {DEFAULT_METHODS!r}")
@@ -82,6 +84,8 @@ def parse_methods(
         if not item:
             raise ValueError(f"--methods={text!r}: empty item")
         spec, given = parse_method_item(item)
+        own = {s.name for s in spec.settings}
+        given = {**{k: v for k, v in (common or {}).items() if k in own}, **given}
         try:
             values = {**spec.presets(shape, given), **given}
             for setting in spec.settings if spec.relative_layers else ():
@@ -169,6 +173,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         choices=("sdpa", "eager", "flash_attention_2"),
         default="sdpa",
         help="LM attention implementation",
+    )
+    parser.add_argument(
+        "--reference-compat",
+        action="store_true",
+        help="every holitom item behaves like the authors' runs (unless the item sets compat=... itself)",
     )
     parser.add_argument(
         "--threads",
@@ -305,7 +314,8 @@ def run_bench(args: argparse.Namespace) -> int:
     frames_n = opts["frames"] or (64 if newline == "grid" else 32)
     if opts["methods"] == DEFAULT_METHODS and newline != "one_token":
         opts["methods"] = DEFAULT_METHODS_GRID
-    specs = parse_methods(opts["methods"], num_layers, preset, full_layers, newline)
+    common = {"reference_compat": True} if getattr(args, "reference_compat", False) else None
+    specs = parse_methods(opts["methods"], num_layers, preset, full_layers, newline, common)
     shape = dataclasses.replace(get_shape(config.to_dict()), name=opts["shape"] or source, frames=frames_n)
 
     build_start = time.perf_counter()

@@ -13,7 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("holitom.generate", "answer a question about a video (vanilla or a reduction method)"),
     "flops": ("holitom.flops", "prefill FLOPs as the paper counts them"),
     "bench": ("holitom.bench", "time-to-first-token and decode speed, vanilla vs methods"),
-    "tables": ("holitom_eval.tables", "paper-style tables and a FLOPs-vs-accuracy plot from lmms-eval results"),
+    "tables": ("holitom_eval.report", "paper-style tables and a FLOPs-vs-accuracy plot from lmms-eval results"),
     "demo": ("holitom.demo", "tiny checkpoint + synthetic video + vanilla vs HoliTom generation (no downloads)"),
 }
 

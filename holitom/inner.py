@@ -38,6 +38,7 @@ def merge_dropped(
     kept_idx: torch.Tensor,
     dropped_idx: torch.Tensor,
     update: str = "sequential",
+    kept_scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Merge each dropped visual token into the kept token it is most cosine-similar to.
 
@@ -49,6 +50,8 @@ def merge_dropped(
     Returns (n_keep, d) in kept_idx order and in hidden's dtype. Similarities are computed once, on the input,
     in float32; ties go to the lowest kept index. Work is done in float32 (2^-m underflowing to 0 for
     m > ~149 is the correct limit of the sequential rule).
+    kept_scores: (n_keep,) the kept tokens' attention scores → the authors' arithmetic instead (the
+    "sequential" rule only), see `merge_dropped_reference`.
     """
     if update not in INNER_UPDATES:
         raise ValueError(f"update={update!r}: must be one of {INNER_UPDATES}")
@@ -74,6 +77,8 @@ def merge_dropped(
     kept_h = hidden.index_select(0, kept_idx)
     if dropped_idx.numel() == 0:
         return kept_h
+    if kept_scores is not None and update == "sequential":
+        return merge_dropped_reference(hidden, kept_idx, dropped_idx, kept_scores)
 
     # Visit order of the sequential rule is by position, whatever order the caller passed.
     dropped_idx = torch.sort(dropped_idx).values
@@ -89,17 +94,55 @@ def merge_dropped(
         out = out / (counts + 1).unsqueeze(-1).to(out.dtype)
         return out.to(hidden.dtype)
 
-    # Rank i (1-based) of each dropped token inside its cluster, in position order: a stable sort by cluster
-    # keeps position order within a cluster, so rank = place in the sorted list − the cluster's start + 1.
+    rank = _member_ranks(assign, counts)  # i (1-based) of each dropped token inside its cluster
+    w_member = torch.exp2(-(counts[assign] - rank + 1).to(torch.float32))  # 2^-(m−i+1)
+    w_centre = torch.exp2(-counts.to(torch.float32))  # 2^-m
+    out = (kept32 * w_centre.unsqueeze(-1)).index_add(0, assign, drop32 * w_member.unsqueeze(-1))
+    return out.to(hidden.dtype)
+
+
+def _member_ranks(assign: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each dropped token inside its cluster, in position order (assign is in position order).
+
+    A stable sort by cluster keeps position order within a cluster: rank = place in the sorted list − the
+    cluster's start + 1."""
     order = torch.sort(assign, stable=True).indices
     starts = torch.cumsum(counts, 0) - counts
     rank_sorted = torch.arange(order.numel(), device=assign.device) - starts[assign[order]] + 1
     rank = torch.empty_like(rank_sorted)
     rank[order] = rank_sorted
-    w_member = torch.exp2(-(counts[assign] - rank + 1).to(torch.float32))  # 2^-(m−i+1)
-    w_centre = torch.exp2(-counts.to(torch.float32))  # 2^-m
-    out = (kept32 * w_centre.unsqueeze(-1)).index_add(0, assign, drop32 * w_member.unsqueeze(-1))
-    return out.to(hidden.dtype)
+    return rank
+
+
+def merge_dropped_reference(
+    hidden: torch.Tensor, kept_idx: torch.Tensor, dropped_idx: torch.Tensor, kept_scores: torch.Tensor
+) -> torch.Tensor:
+    """The sequential merge with the authors' arithmetic, all in hidden's dtype (fp16 in the paper's runs).
+
+    Similarity = (dropped · kept) / (‖dropped‖·‖kept‖) with the norm product formed first; each dropped token
+    goes to the most similar kept token, ties to the one with the higher score (their kept list is in
+    descending-score order), then the lower position. Then, for every cluster, c ← (c + x_i)/2 for its members
+    in position order, each sum rounded to the dtype before halving: bit-identical to their token-by-token
+    loop, vectorised over clusters (one step per member rank). hidden (n_v, d); kept_idx (n_keep,)
+    ascending; dropped_idx (n_drop,); kept_scores (n_keep,). Returns (n_keep, d) in kept_idx order.
+    """
+    dropped_idx = torch.sort(dropped_idx).values
+    kept_h = hidden.index_select(0, kept_idx)
+    drop_h = hidden.index_select(0, dropped_idx)
+    by_score = torch.sort(kept_scores, descending=True, stable=True).indices  # candidates in their order
+    candidates = kept_h[by_score]
+    norm_d = torch.linalg.vector_norm(drop_h, dim=-1, keepdim=True)
+    norm_k = torch.linalg.vector_norm(candidates, dim=-1, keepdim=True)
+    sim = (drop_h @ candidates.T) / (norm_d * norm_k.T)
+    assign = by_score[sim.argmax(dim=-1)]  # index into kept_idx
+    counts = torch.bincount(assign, minlength=kept_idx.numel())
+    rank = _member_ranks(assign, counts)
+    out = kept_h.clone()
+    for step in range(1, int(counts.max()) + 1):  # one vectorised step per member rank, not per token
+        members = rank == step
+        targets = assign[members]
+        out[targets] = (out[targets] + drop_h[members]) / 2
+    return out
 
 
 def _describe(x: object) -> str:

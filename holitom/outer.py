@@ -6,6 +6,8 @@ budget b = math.ceil(n·ρ'), dominant = round(b·(1-D)) and static centres = ro
 built-in round() on the float product (round half to even: round(2.5) == 2). Similarities and distances are
 computed in float32; static means and β-merges are accumulated in float32; tokens are returned in
 the input dtype. Tokens that are kept unmerged are bit-exact copies of the input.
+With `config.reference_compat` the frame similarities, static means and β-merges run in the features'
+dtype with the authors' arithmetic (fp16 in the paper's runs); DPC-KNN distances stay float32, as theirs.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def compress_video_with_info(
     num_frames, num_tokens, channels = features.shape
     device = features.device
 
-    similarity = frame_similarity(features)  # (F-1, N) float32
+    reference = config.reference_compat
+    similarity = frame_similarity(features, reference)  # (F-1, N) float32 (reference: the features' dtype)
     segments, reduced = segment_frames(similarity, config.tau, config.max_window_size)
     total = num_frames * num_tokens
     rho = min(config.retain_ratio / ((total - reduced) / total), 1.0)
@@ -124,10 +127,12 @@ def compress_video_with_info(
             static_pos = static_mask.nonzero().squeeze(1)
             num_centres = counts.round_share(static_pos.numel(), rho)
             if num_centres > 0:
-                # float32 accumulation without a float32 copy of the window
-                static = clip.mean(0, dtype=torch.float32)[static_pos].to(features.dtype)  # (n_static, C)
+                if reference:  # the authors' mean, in the features' dtype
+                    static = clip[:, static_pos].mean(0)
+                else:  # float32 accumulation without a float32 copy of the window
+                    static = clip.mean(0, dtype=torch.float32)[static_pos].to(features.dtype)  # (n_static, C)
                 k = min(config.knn, num_centres)
-                merged, centres = cluster_merge(static, num_centres, k, config.beta)
+                merged, centres = cluster_merge(static, num_centres, k, config.beta, reference)
                 emit(
                     merged,
                     static_pos[centres],
@@ -155,7 +160,7 @@ def compress_video_with_info(
             rest = (~chosen).nonzero()[:, 1].view(width, n - dominant)
             rest_pos = dynamic_pos[rest]
             rest_tokens = clip[rows, rest_pos]  # (w, n - dominant, C)
-            merged, centres = cluster_merge(rest_tokens, contextual, min(config.knn, contextual), config.beta)
+            merged, centres = cluster_merge(rest_tokens, contextual, min(config.knn, contextual), config.beta, reference)
             kept = torch.cat([kept, merged], 1)
             kept_pos = torch.cat([kept_pos, rest_pos.gather(1, centres)], 1)
             kept_kinds += [CONTEXTUAL] * contextual

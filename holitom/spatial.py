@@ -77,8 +77,14 @@ def _centres_from_distances(dist: Tensor, n_centres: int, k: int) -> Tensor:
     return select_top_scores(delta * density, n_centres)
 
 
-def _merge_with_distances(x: Tensor, centre_idx: Tensor, to_centres: Tensor, beta: float) -> Tensor:
-    """x (B, m, C), centre_idx (B, c), to_centres (B, m, c) distances → merged centres (B, c, C)."""
+def _merge_with_distances(
+    x: Tensor, centre_idx: Tensor, to_centres: Tensor, beta: float, reference: bool = False
+) -> Tensor:
+    """x (B, m, C), centre_idx (B, c), to_centres (B, m, c) distances → merged centres (B, c, C).
+
+    reference=True: the authors' arithmetic in x's dtype: the members' mean rounded to that dtype
+    (float32 sum × 1/count), then β·centre + (1−β)·mean with each product rounded to it.
+    """
     batch, m, channels = x.shape
     num_centres = centre_idx.shape[1]
     centres = x.gather(1, centre_idx.unsqueeze(-1).expand(batch, num_centres, channels))  # (B, c, C)
@@ -93,6 +99,10 @@ def _merge_with_distances(x: Tensor, centre_idx: Tensor, to_centres: Tensor, bet
     members.scatter_(1, assign.unsqueeze(1), weight.unsqueeze(1))
     sums = torch.bmm(members, x.float())  # (B, c, C)
     counts = members.sum(-1)  # (B, c)
+    if reference:
+        mean = (sums * (1.0 / counts.clamp(min=1.0)).unsqueeze(-1)).to(x.dtype)
+        merged = centres * beta + mean * (1.0 - beta)
+        return torch.where((counts > 0).unsqueeze(-1), merged, centres)
     merged = beta * centres.float() + (1.0 - beta) * sums / counts.clamp(min=1.0).unsqueeze(-1)
     # memberless centres are returned as they are (no float32 round trip)
     return torch.where((counts > 0).unsqueeze(-1), merged.to(x.dtype), centres)
@@ -138,10 +148,11 @@ def merge_into_centres(x: Tensor, centre_idx: Tensor, beta: float) -> Tensor:
     return out[0] if unbatched else out
 
 
-def cluster_merge(x: Tensor, n_centres: int, k: int, beta: float) -> tuple[Tensor, Tensor]:
+def cluster_merge(x: Tensor, n_centres: int, k: int, beta: float, reference: bool = False) -> tuple[Tensor, Tensor]:
     """`dpc_knn_centres` then `merge_into_centres`, sharing one distance matrix.
 
     x: (B, m, C) or (m, C). Returns (merged (B, c, C), centre_idx (B, c)) (unbatched shapes for 2-D x).
+    reference: the merge in x's dtype as the authors' code does it (see `_merge_with_distances`).
     """
     xb, unbatched = _as_batch(x, "x")
     batch, m, channels = xb.shape
@@ -154,7 +165,7 @@ def cluster_merge(x: Tensor, n_centres: int, k: int, beta: float) -> tuple[Tenso
         dist = pairwise_distances(xb)
         centres = _centres_from_distances(dist, n_centres, k)
         to_centres = dist.gather(2, centres.unsqueeze(1).expand(batch, m, n_centres))
-        merged = _merge_with_distances(xb, centres, to_centres, beta)
+        merged = _merge_with_distances(xb, centres, to_centres, beta, reference)
     return (merged[0], centres[0]) if unbatched else (merged, centres)
 
 

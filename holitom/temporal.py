@@ -8,6 +8,7 @@ O(F·(N + W)) and memory O(F·N).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # Similarities per chunk of `frame_similarity` are chosen so one chunk's float32 product holds about this
@@ -26,20 +27,30 @@ def check_features(features: Tensor) -> tuple[int, int, int]:
     return num_frames, num_tokens, channels
 
 
-def frame_similarity(features: Tensor) -> Tensor:
+def frame_similarity(features: Tensor, reference: bool = False) -> Tensor:
     """Cosine similarity of each token with the same position in the next frame.
 
     features: (F, N, C) any floating dtype. Returns (F-1, N) float32 with
     S[t, p] = <X[t, p], X[t+1, p]> / (max(||X[t, p]||, eps) · max(||X[t+1, p]||, eps)), eps = 1e-12,
     i.e. the dot product of L2-normalised vectors (a zero vector has similarity 0), all in float32.
+    reference=True: the authors' arithmetic instead, in the features' dtype (returned in it): each vector
+    L2-normalised (`F.normalize`), then `F.cosine_similarity` of the normalised vectors (which normalises
+    them again, eps 1e-8), every elementwise step rounded to that dtype.
     """
     num_frames, num_tokens, channels = check_features(features)
-    out = torch.empty(max(num_frames - 1, 0), num_tokens, dtype=torch.float32, device=features.device)
+    dtype = features.dtype if reference else torch.float32
+    out = torch.empty(max(num_frames - 1, 0), num_tokens, dtype=dtype, device=features.device)
     if num_frames < 2:
         return out
-    norms = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32).clamp_min_(1e-12)  # (F, N)
     budget = _CHUNK_VALUES if features.device.type == "cpu" else 64 * _CHUNK_VALUES  # fewer launches
     step = max(1, budget // max(1, num_tokens * channels))
+    if reference:
+        for start in range(0, num_frames - 1, step):
+            stop = min(start + step, num_frames - 1)
+            unit = F.normalize(features[start : stop + 1], dim=-1)
+            out[start:stop] = F.cosine_similarity(unit[:-1], unit[1:], dim=-1)
+        return out
+    norms = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32).clamp_min_(1e-12)  # (F, N)
     for start in range(0, num_frames - 1, step):
         stop = min(start + step, num_frames - 1)
         # frames start..stop inclusive give similarities start..stop-1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,17 @@ def sample_frame_indices(total: int, n: int) -> np.ndarray:
     return np.linspace(0, total - 1, n, dtype=np.int64)
 
 
+def sample_frame_indices_fps(total: int, avg_fps: float, n: int, fps: float) -> np.ndarray:
+    """lmms-eval's `llava_vid` rule: every round(avg_fps / fps)-th frame (at least every frame), and when that
+    gives more than `n` frames, `n` uniformly spaced ones instead (`sample_frame_indices`). E.g. a 10 s video
+    at 30 fps with fps=1 → frames 0, 30, ..., 270 (10 frames); a 100 s one with n=64 → 64 uniform frames."""
+    if not (isinstance(fps, (int, float)) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    step = max(1, round(avg_fps / fps)) if avg_fps > 0 else 1
+    indices = np.arange(0, total, step, dtype=np.int64)
+    return sample_frame_indices(total, n) if len(indices) > n else indices
+
+
 def _one_line(exc: BaseException) -> str:
     """First non-empty line of an exception message (decord's carry whole C++ stack traces)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -49,16 +60,20 @@ def _decord_available() -> bool:
     return importlib.util.find_spec("decord") is not None
 
 
-def _read_decord(path: str, max_frames_num: int) -> tuple[np.ndarray, int, float]:
+# pick(total frames, average fps) -> the frame indices to decode
+Picker = Callable[[int, float], np.ndarray]
+
+
+def _read_decord(path: str, pick: Picker) -> tuple[np.ndarray, int, float, np.ndarray]:
     import decord
 
     reader = decord.VideoReader(path, ctx=decord.cpu(0))
-    total = len(reader)
+    total, fps = len(reader), float(reader.get_avg_fps())
     if total == 0:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8), 0, float(reader.get_avg_fps())
-    indices = sample_frame_indices(total, max_frames_num)
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8), 0, fps, np.zeros(0, dtype=np.int64)
+    indices = pick(total, fps)
     frames = reader.get_batch(indices.tolist()).asnumpy()
-    return frames, total, float(reader.get_avg_fps())
+    return frames, total, fps, indices
 
 
 def _decode_pyav(path: str, wanted: np.ndarray | None) -> tuple[list[np.ndarray], int, float]:
@@ -84,30 +99,33 @@ def _decode_pyav(path: str, wanted: np.ndarray | None) -> tuple[list[np.ndarray]
     return frames, count, fps
 
 
-def _declared_frames(path: str) -> int:
-    """The container's frame count for the first video stream (0 when it does not say)."""
+def _declared_frames(path: str) -> tuple[int, float]:
+    """The container's frame count and average fps for the first video stream (0 when it does not say)."""
     import av
 
     with av.open(path) as container:
         if not container.streams.video:
             raise VideoLoadError(f"video file {path} has no video stream")
-        return int(container.streams.video[0].frames or 0)
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        return int(stream.frames or 0), float(rate) if rate else 0.0
 
 
-def _read_pyav(path: str, max_frames_num: int) -> tuple[np.ndarray, int, float]:
-    declared = _declared_frames(path)
+def _read_pyav(path: str, pick: Picker) -> tuple[np.ndarray, int, float, np.ndarray]:
+    declared, fps = _declared_frames(path)
     # Trust the container's frame count when it has one; if decoding ends early (count was wrong),
     # recount by decoding and sample again.
     if declared > 0:
-        indices = sample_frame_indices(declared, max_frames_num)
+        indices = pick(declared, fps)
         frames, _, fps = _decode_pyav(path, indices)
         if len(frames) == len(indices):
-            return np.stack(frames), declared, fps
+            return np.stack(frames), declared, fps, indices
     _, total, fps = _decode_pyav(path, None)
     if total == 0:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8), 0, fps
-    frames, _, fps = _decode_pyav(path, sample_frame_indices(total, max_frames_num))
-    return np.stack(frames), total, fps
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8), 0, fps, np.zeros(0, dtype=np.int64)
+    indices = pick(total, fps)
+    frames, _, fps = _decode_pyav(path, indices)
+    return np.stack(frames), total, fps, indices
 
 
 _READERS = {"decord": _read_decord, "pyav": _read_pyav}
@@ -123,7 +141,7 @@ def _resolve_path(path: Any) -> str:
 
 
 def load_video(
-    path: str | os.PathLike | Sequence[str], max_frames_num: int, backend: str = "auto"
+    path: str | os.PathLike | Sequence[str], max_frames_num: int, backend: str = "auto", fps: float | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode `max_frames_num` uniformly spaced frames of a video.
 
@@ -132,6 +150,8 @@ def load_video(
         max_frames_num: frames wanted; a shorter video gives all its frames and a warning.
         backend: "decord", "pyav", or "auto" (decord if installed, PyAV if decord is missing or cannot
             open the file).
+        fps: sample at this rate instead, at most `max_frames_num` frames (lmms-eval's `llava_vid` rule,
+            `sample_frame_indices_fps`): how the authors sampled LLaVA-Video (fps=1); None = uniform.
 
     Returns:
         frames: (T, H, W, 3) uint8 RGB, T = min(max_frames_num, total_frames).
@@ -147,6 +167,14 @@ def load_video(
     if isinstance(max_frames_num, bool) or int(max_frames_num) != max_frames_num or max_frames_num < 1:
         raise ValueError(f"max_frames_num must be a positive integer, got {max_frames_num!r}")
     max_frames_num = int(max_frames_num)
+    if fps is None:
+        def pick(total: int, avg_fps: float) -> np.ndarray:
+            return sample_frame_indices(total, max_frames_num)
+    else:
+        sample_frame_indices_fps(1, 1.0, 1, fps)  # checks fps before any decoding
+
+        def pick(total: int, avg_fps: float) -> np.ndarray:
+            return sample_frame_indices_fps(total, avg_fps, max_frames_num, fps)
     if not os.path.isfile(path):
         raise VideoLoadError(f"video file not found: {path}")
     if backend == "auto":
@@ -161,7 +189,7 @@ def load_video(
     failures = []
     for name in order:
         try:
-            frames, total, fps = _READERS[name](path, max_frames_num)
+            frames, total, avg_fps, indices = _READERS[name](path, pick)
         except VideoLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - decoders raise many types; reported below, one line
@@ -169,8 +197,7 @@ def load_video(
             continue
         if total == 0:
             raise VideoLoadError(f"video file {path} has no frames")
-        indices = sample_frame_indices(total, max_frames_num)
-        fewer = total < max_frames_num
+        fewer = total < max_frames_num and fps is None
         if fewer:
             warnings.warn(
                 f"video {path} has {total} frames, fewer than the {max_frames_num} requested; "
@@ -179,8 +206,8 @@ def load_video(
             )
         info = {
             "total_frames": total,
-            "fps": fps,
-            "duration": total / fps if fps > 0 else None,
+            "fps": avg_fps,
+            "duration": total / avg_fps if avg_fps > 0 else None,
             "indices": indices.tolist(),
             "backend": name,
             "num_frames": int(frames.shape[0]),

@@ -102,7 +102,8 @@ def test_plan_applies_overrides_and_validates_each_run():
 def test_smoke_section_replaces_runs_and_uses_cpu_and_the_smoke_tasks():
     config = load_config(REPO / "configs" / "onevision_7b.yaml")
     plan = build_plan(config, smoke=True)
-    assert [r.name for r in plan.runs] == ["vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25"]
+    assert [r.name for r in plan.runs] == ["vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25", "holitom_causal_rho0.25"]
+    assert plan.paper_table == "table1"
     for run in plan.runs:
         assert run.tasks == list(SMOKE_TASKS)
         assert (
@@ -118,8 +119,9 @@ def test_72b_config_runs_one_sharded_process():
     plan = build_plan(load_config(REPO / "configs" / "onevision_72b.yaml"))
     assert plan.data_parallel is False
     assert all(r.model_args["device_map"] == "auto" for r in plan.runs)
-    (holitom,) = [r for r in plan.runs if r.model_args["method"] == "holitom"]
-    assert (holitom.model_args["retain_ratio"], holitom.model_args["merge_layer"]) == (0.15, 60)
+    holitom = [r for r in plan.runs if r.model_args["method"] == "holitom"]
+    assert [(r.model_args["retain_ratio"], r.model_args["merge_layer"]) for r in holitom] == [(0.15, "none"), (0.15, 60)]
+    assert all(r.model_args["reference_compat"] is True for r in holitom) and plan.paper_table == "table2_ov72b"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -139,12 +141,14 @@ def test_table1_config_has_the_papers_settings():
             r.model_args.get("tau"),
             r.model_args.get("merge_layer"),
             r.model_args.get("merge_ratio"),
+            r.model_args.get("reference_compat"),
         )
         for r in plan.runs
     }
-    expected = {("vanilla", None, None, None, None)}
+    expected = {("vanilla", None, None, None, None, None)}
     for rho, tau in ((0.25, 0.80), (0.20, 0.80), (0.15, 0.80), (0.10, 0.65)):
-        expected |= {("holitom", rho, tau, "none", None), ("holitom", rho, tau, 18, 0.5)}
+        expected |= {("holitom", rho, tau, "none", None, True), ("holitom", rho, tau, 18, 0.5, True)}
+    expected.add(("holitom", 0.10, 0.65, 18, 0.5, False))  # HoliTom (causal): the paper's description
     assert settings == expected
     assert all(r.model_args["max_frames_num"] == 32 for r in plan.runs)
     assert plan.runs[0].tasks == ["mvbench", "egoschema", "videomme", "longvideobench_val_v"]

@@ -19,7 +19,7 @@ from holitom_eval.smoke import MVBENCH_FOLDERS, prepare_smoke_data, video_relpat
 
 pytestmark = pytest.mark.slow  # end to end through lmms-eval subprocesses
 
-RUNS = ("vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25")
+RUNS = ("vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25", "holitom_causal_rho0.25")
 # smoke_mvbench (2 sub-tasks), smoke_egoschema, smoke_videomme, smoke_longvideobench_val_v
 TASKS_PER_RUN = 5
 
@@ -72,7 +72,7 @@ def test_smoke_data_sits_where_the_real_task_code_looks(tmp_path, monkeypatch):
 
 def test_smoke_sweep_runs_every_configuration(smoke_out):
     out, stdout = smoke_out
-    assert "sweep onevision_7b: 3 done, 0 skipped, 0 failed" in stdout
+    assert "sweep onevision_7b: 4 done, 0 skipped, 0 failed" in stdout
     for run in RUNS:
         run_dir = out / run
         assert (run_dir / "holitom_done.json").is_file()
@@ -90,12 +90,29 @@ def test_smoke_sweep_runs_every_configuration(smoke_out):
     vanilla = _records(out / "vanilla")
     wo_m = _records(out / "holitom_wo_m_rho0.25")
     merged = _records(out / "holitom_rho0.25")
+    causal = _records(out / "holitom_causal_rho0.25")
     assert {r["visual_tokens"] for r in vanilla} == {4 * 196 + 1}  # 4 frames × 14×14 + one newline
-    for a, b in zip(wo_m, merged):
+    for a, b, c in zip(wo_m, merged, causal):
         assert a["visual_tokens"] == b["visual_tokens"] < 4 * 196  # same outer merging with and without K
         assert a["visual_kept"] is None and b["inner_layer"] == 2
         assert b["visual_kept"] == round(b["visual_tokens"] * 0.5)  # r=0.5: keep round(n·(1−r))
-    assert (out / "tables.md").is_file()  # the sweep writes tables at the end
+        assert (c["visual_tokens"], c["visual_kept"]) == (b["visual_tokens"], b["visual_kept"])  # same counts
+    # the sweep writes tables at the end, beside the paper table its config names (table1)
+    tables = (out / "tables.md").read_text()
+    assert "Paper comparison (table1 of arXiv 2505.21334, as printed)" in tables
+    assert "| Vanilla | 100% | " in tables.split("Paper comparison")[1] and "/ 58.3 (" in tables  # MVBench 58.3
+    assert "| HoliTom (causal) | 25% |" in tables
+    run = json.loads((out / "holitom_rho0.25" / "holitom_run.json").read_text())
+    assert run["method_config"]["reference_compat"] is True and run["attn_implementation"] == "sdpa"
+    assert run["versions"]["torch"] and run["versions"]["lmms_eval"] and run["devices"][0].startswith("cpu")
+    assert set(run["decoding"]) == {
+        "smoke_mvbench_action_sequence",
+        "smoke_mvbench_moving_count",
+        "smoke_egoschema",
+        "smoke_videomme",
+        "smoke_longvideobench_val_v",
+    }
+    assert "Provenance:" in tables and "`holitom_rho0.25` (HoliTom)" in tables
 
 
 def test_tables_cli_on_the_smoke_output(smoke_out, tmp_path):
@@ -111,18 +128,20 @@ def test_tables_cli_on_the_smoke_output(smoke_out, tmp_path):
     lines = proc.stdout.splitlines()
     assert "### tiny_onevision, 4 frames" in lines
     rows = [line for line in lines if line.startswith("| Vanilla") or line.startswith("| HoliTom")]
-    assert [r.split(" | ")[0:2] for r in rows[:3]] == [
+    assert [r.split(" | ")[0:2] for r in rows[:4]] == [
         ["| Vanilla", "100%"],
         ["| HoliTom (w/o M)", "25%"],
         ["| HoliTom", "25%"],
+        ["| HoliTom (causal)", "25%"],
     ]
+    assert "Paper comparison" not in proc.stdout  # a tiny model matches no paper table unless one is named
     # Vanilla relative to itself: 100.0%, or "–" when a random tiny model averages 0.
     assert rows[0].endswith(("| 100.0% |", "| – |"))
     assert (tmp_path / "flops_vs_avg.png").read_bytes()[:4] == b"\x89PNG"
     table = json.loads((tmp_path / "tables.json").read_text())
-    assert [row["label"] for row in table] == ["Vanilla", "HoliTom (w/o M)", "HoliTom"]
+    assert [row["label"] for row in table] == ["Vanilla", "HoliTom (w/o M)", "HoliTom", "HoliTom (causal)"]
     assert all(row["complete"] and row["measured"]["requests"] == TASKS_PER_RUN for row in table)
-    assert table[2]["tflops"] < table[1]["tflops"] < table[0]["tflops"]
+    assert table[2]["tflops"] == table[3]["tflops"] < table[1]["tflops"] < table[0]["tflops"]
 
 
 def test_restart_skips_finished_runs(smoke_out):
@@ -130,7 +149,7 @@ def test_restart_skips_finished_runs(smoke_out):
     logs = {run: (out / run / "log.txt").stat().st_mtime_ns for run in RUNS}
     proc = _script(out, "--no-tables")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "sweep onevision_7b: 0 done, 3 skipped, 0 failed" in proc.stdout
+    assert "sweep onevision_7b: 0 done, 4 skipped, 0 failed" in proc.stdout
     # nothing was launched: no run started, no log rewritten
     assert "▶" not in proc.stdout and {run: (out / run / "log.txt").stat().st_mtime_ns for run in RUNS} == logs
 

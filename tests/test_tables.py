@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from holitom_eval.tables import collect, scores_of, to_latex, to_markdown, write_tables
+from holitom_eval.report import to_latex, to_markdown, write_tables
+from holitom_eval.tables import collect, scores_of
 
 from holitom.cli import main as cli_main
 
@@ -202,3 +203,35 @@ def test_write_tables_returns_what_it_wrote(tmp_path):
     assert [Path(p).name for p in written] == ["tables.md", "tables.tex", "tables.json", "flops_vs_avg.png"]
     rows = json.loads((tmp_path / "tables.json").read_text())
     assert [r["method"] for r in rows] == ["vanilla", "holitom_wo_m", "holitom"]
+
+
+# ---------------------------------------------------------------------------------------------- the paper
+
+
+def test_paper_rows_match_by_label_retention_and_model():
+    from holitom_eval.report import paper_cells
+    from holitom_eval.tables import Row, paper_row_for
+
+    ov = dict(model="llava-onevision-qwen2-7b-ov", frames=32, shape="ov-7b")
+    holitom_row = Row(method="holitom", retention=0.15, details={"merge_layer": 18}, **ov)
+    assert paper_row_for(holitom_row)["values"]["MVBench"] == 58.1  # Table 1, HoliTom at 15 %
+    wo_m = Row(method="holitom_wo_m", retention=0.10, details={}, **ov)
+    assert paper_row_for(wo_m)["values"]["VideoMME"] == 56.9
+    fastv = Row(method="fastv", retention=0.2, details={"fastv_layer": 2}, **ov)  # FastV's row: its one row
+    assert paper_row_for(fastv)["values"]["TFLOPs"] == 9.3
+    assert paper_row_for(Row(method="holitom", retention=0.3, details={}, **ov)) is None  # no such budget
+    video = Row(model="LLaVA-Video-7B-Qwen2", frames=64, shape="vid-7b", method="vanilla", retention=1.0, details={})
+    assert paper_row_for(video)["values"]["Avg_score"] == 60.2
+    tiny = Row(model="tiny", frames=8, shape=None, method="vanilla", retention=1.0, details={})
+    assert paper_row_for(tiny) is None and paper_row_for(tiny, "table1")["values"]["MVBench"] == 58.3
+
+    holitom_row.label = "HoliTom"
+    holitom_row.paper = paper_row_for(holitom_row)
+    holitom_row.scores = {"mvbench": 58.6, "egoschema": 59.4, "longvideobench_val_v": 56.2, "videomme": 58.2}
+    holitom_row.tflops = 4.3
+    (cells,) = paper_cells([holitom_row])
+    paper_values = holitom_row.paper["values"]
+    assert cells[2] == f"4.3 / {paper_values['TFLOPs']}"
+    expected = [58.6 - paper_values["MVBench"], 59.4 - paper_values["EgoSchema"]]
+    assert cells[3] == f"58.6 / {paper_values['MVBench']} ({expected[0]:+.1f})" + (" ⚠" if abs(expected[0]) > 1 else "")
+    assert cells[4].endswith(" ⚠") == (abs(expected[1]) > 1.0)

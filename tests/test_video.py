@@ -119,10 +119,30 @@ def test_auto_falls_back_to_pyav_when_decord_cannot_open(video16, monkeypatch):
 def test_pyav_counts_frames_when_the_container_count_is_missing_or_wrong(video16, monkeypatch, declared):
     import llava.video as video
 
-    monkeypatch.setattr(video, "_declared_frames", lambda path: declared)
+    monkeypatch.setattr(video, "_declared_frames", lambda path: (declared, 8.0))
     frames, info = load_video(video16[0], 8, backend="pyav")
     assert info["total_frames"] == 16 and info["indices"] == [0, 2, 4, 6, 8, 10, 12, 15]
     assert np.abs(frames.astype(np.int16) - video16[1][info["indices"]]).mean() < 4
+
+
+def test_fps_sampling_is_lmms_evals_llava_vid_rule():
+    from llava.video import sample_frame_indices_fps
+
+    assert sample_frame_indices_fps(300, 30.0, 64, 1).tolist() == list(range(0, 300, 30))  # 10 s at 30 fps
+    assert sample_frame_indices_fps(300, 29.97, 64, 1).tolist() == list(range(0, 300, 30))  # round(29.97) = 30
+    many = sample_frame_indices_fps(3000, 30.0, 64, 1)  # 100 frames at 1 fps > 64: uniform 64 instead
+    assert many.tolist() == np.linspace(0, 2999, 64, dtype=int).tolist()
+    assert sample_frame_indices_fps(5, 0.4, 8, 1).tolist() == [0, 1, 2, 3, 4]  # step at least 1
+    with pytest.raises(ValueError, match="fps must be a positive number, got 0"):
+        sample_frame_indices_fps(5, 8.0, 8, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_load_video_at_one_frame_per_second(video16, backend):
+    frames, info = load_video(video16[0], 64, backend=backend, fps=1)  # 16 frames at 8 fps: 2 s
+    assert info["indices"] == [0, 8] and frames.shape[0] == 2 and info["fewer_than_requested"] is False
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        load_video(video16[0], 64, backend=backend, fps=-1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -49,6 +49,7 @@ TOP_KEYS = {
     "base",
     "grids",
     "data_parallel",
+    "paper_table",
     "smoke",
 }
 SMOKE_KEYS = {"model_kind", "model_args", "tasks", "runs", "base", "grids"}
@@ -85,6 +86,7 @@ class Plan:
     smoke: bool = False
     model_kind: str = "onevision"
     env: dict[str, str] = field(default_factory=dict)
+    paper_table: str = "auto"  # the paper table `holitom tables` compares with (holitom.paper)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -219,7 +221,12 @@ def build_plan(
         if not runs:
             raise ValueError(f"RUNS={overrides['runs']!r} matches none of the runs: {', '.join(names)}")
     kind = (config.get("smoke") or {}).get("model_kind", "onevision") if smoke else "onevision"
-    return Plan(str(section.get("name")), runs, data_parallel, smoke, kind)
+    paper_table = str(config.get("paper_table", "auto"))
+    from holitom.paper import RESULT_TABLES
+
+    if paper_table not in (*RESULT_TABLES, "auto", "none"):
+        raise ValueError(f"config {section.get('name')}: paper_table={paper_table!r}; valid: {', '.join(RESULT_TABLES)}, auto, none")
+    return Plan(str(section.get("name")), runs, data_parallel, smoke, kind, paper_table=paper_table)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -540,16 +547,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     for o in failed:
         print(f"  failed: {o.name}: {o.detail}")
     if not args.no_tables and len(failed) < len(outcomes):
-        _write_tables(out_dir)
+        _write_tables(out_dir, plan.paper_table)
     return 1 if failed else 0
 
 
-def _write_tables(out_dir: str) -> None:
+def _write_tables(out_dir: str, paper_table: str = "auto") -> None:
     """Paper-style tables of everything finished under out_dir (a failure here is reported, not fatal)."""
     try:
-        from holitom_eval.tables import write_tables
+        from holitom_eval.report import write_tables
 
-        paths = write_tables(out_dir, out_dir)
+        paths = write_tables(out_dir, out_dir, paper_table=paper_table)
         print("tables: " + ", ".join(paths))
     except Exception as exc:  # noqa: BLE001 - the sweep's runs are done; report and move on
-        print(f"tables: not written ({type(exc).__name__}: {exc}); run `python -m holitom tables {out_dir}`")
+        print(f"tables: not written ({type(exc).__name__}: {exc}); run `holitom tables {out_dir} --paper {paper_table}`")

@@ -34,6 +34,8 @@ GENERAL_ARGS: dict[str, str] = {
     "pretrained": f"checkpoint directory or hub id (default {DEFAULT_PRETRAINED})",
     "method": f"token reduction: {', '.join(METHODS)} (default vanilla)",
     "max_frames_num": "frames sampled uniformly per video (default 32)",
+    "video_fps": "sample at this many frames per second instead, at most max_frames_num (lmms-eval's llava_vid "
+    "rule; the authors' LLaVA-Video runs used 1); default none: uniform",
     "conv_template": "llava conversation template (default qwen_1_5)",
     "mm_spatial_pool_mode": f"override the checkpoint's pooling: {', '.join(POOL_MODES)}",
     "mm_spatial_pool_stride": "override the checkpoint's pooling stride",
@@ -70,6 +72,7 @@ class PluginSettings:
     torch_dtype: str | None = None
     attn_implementation: str = "sdpa"
     video_backend: str = "auto"
+    video_fps: float | None = None
     stats_dir: str | None = None
 
     def method_config(self) -> Any:
@@ -171,6 +174,17 @@ def parse_model_args(args: Mapping[str, Any]) -> PluginSettings:
             raise ValueError(f"mm_spatial_pool_stride={stride!r}: must be an integer ≥ 1")
         overwrite["mm_spatial_pool_stride"] = stride
 
+    video_fps = args.pop("video_fps", None)
+    if not _is_none(video_fps):
+        try:
+            video_fps = float(video_fps)
+        except (TypeError, ValueError):
+            raise ValueError(f"video_fps={video_fps!r}: must be a positive number or none") from None
+        if not video_fps > 0:
+            raise ValueError(f"video_fps={video_fps!r}: must be a positive number or none")
+    else:
+        video_fps = None
+
     backend = args.pop("video_backend", None)
     alias = args.pop("video_decode_backend", None)
     if backend is not None and alias is not None and backend != alias:
@@ -200,6 +214,7 @@ def parse_model_args(args: Mapping[str, Any]) -> PluginSettings:
         torch_dtype=dtype,
         attn_implementation=text("attn_implementation", "sdpa"),
         video_backend=backend,
+        video_fps=video_fps,
         stats_dir=text("stats_dir"),
     )
     assert not args, f"unhandled model_args {sorted(args)}"  # every VALID_ARGS name is consumed above

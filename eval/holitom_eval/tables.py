@@ -1,9 +1,8 @@
-"""`holitom tables LOG_DIR`: lmms-eval result folders → the paper's table layout, Markdown and LaTeX, plus a
-FLOPs-vs-average-score plot.
+"""The rows of `holitom tables`: lmms-eval result folders → one row per configuration, with its scores, FLOPs,
+the paper's numbers for the same row, and where the numbers came from. (Rendering: `holitom_eval.report`.)
 
-Rows are method × retention (one table per checkpoint and frame count); columns are prefill TFLOPs with the
-percentage of vanilla, MVBench, EgoSchema, LongVideoBench, VideoMME, their average, and that average as a
-percentage of the vanilla row's average. Scores are percentages. Sources, all found by walking LOG_DIR:
+Rows are method × retention (one table per checkpoint and frame count). Scores are percentages. Sources, all
+found by walking LOG_DIR:
 
 - `*_results.json` written by lmms-eval (`--output_path`): scores, the model and its `--model_args`.
 - `holitom_run.json` / `holitom_samples_rank*.jsonl` written by the `holitom_llava` model (`stats_dir`) in
@@ -15,19 +14,25 @@ percentage of the vanilla row's average. Scores are percentages. Sources, all fo
 MVBench is the sample-weighted mean of its sub-tasks (`mvbench_*`) when the group itself has no score; the
 local smoke tasks (`smoke_<task>`) count as their benchmark. Results of the same configuration found more
 than once: the newest file wins per benchmark.
+
+The paper's row for a result row (`holitom.paper`): the same printed method label, at the same retention for
+methods with a `retain_ratio` (the first row of that label otherwise), in the paper table of the same model and
+frame count — or in a table named explicitly (a sweep config's `paper_table`, `holitom tables --paper`), which
+is how a smoke sweep on a tiny model is set beside the table it stands in for.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from holitom import methods
+from holitom import methods, paper
+from holitom.shapes import guess_shape, match_shape, shape_of_paper_model
 from holitom_eval import records
 
 # (task, column title, [(metric, scale to percent)...]) in table order.
@@ -58,7 +63,7 @@ def _row_kinds() -> tuple[dict[str, int], dict[str, str]]:
 METHOD_ORDER, METHOD_LABELS = _row_kinds()
 STOCK_MODELS = ("llava_onevision", "llava_vid")
 DETAIL_NAMES = {"tau": "τ", "merge_layer": "K", "merge_ratio": "r", "beta": "β", "fastv_layer": "K"}
-LATEX_DETAIL = {"τ": r"$\tau$", "β": r"$\beta$"}
+PAPER_AUTO, PAPER_NONE = "auto", "none"
 
 
 @dataclass
@@ -78,6 +83,9 @@ class Row:
     runs: set[str] = field(default_factory=set)
     measured: dict[str, float] = field(default_factory=dict)
     label: str = ""
+    shape: str | None = None  # the published shape the checkpoint has (holitom.shapes), if any
+    paper: dict[str, Any] | None = None  # the paper's row: table, method, budget, values
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # run folder → where it came from
 
     @property
     def avg(self) -> float | None:
@@ -258,8 +266,9 @@ def scores_of(results: dict[str, Any]) -> dict[str, tuple[float, int]]:
     return whole
 
 
-def collect(log_dir: str) -> list[Row]:
-    """Every configuration with results under log_dir, sorted for the tables."""
+def collect(log_dir: str, paper_table: str = PAPER_AUTO) -> list[Row]:
+    """Every configuration with results under log_dir, sorted for the tables, with the paper's row for each
+    (`paper_table`: "auto" = the table of the same model and frames, a table id, or "none")."""
     log_dir = os.path.abspath(log_dir)
     if not os.path.isdir(log_dir):
         raise ValueError(f"LOG_DIR={log_dir!r} is not a directory")
@@ -286,7 +295,7 @@ def collect(log_dir: str) -> list[Row]:
         row = rows.get(key)
         if row is None:
             name = os.path.basename(pretrained) or pretrained
-            row = rows[key] = Row(name, frames, method, retention, details)
+            row = rows[key] = Row(name, frames, method, retention, details, shape=_shape_name(record, pretrained))
             flops = (record or {}).get("paper_flops")
             if flops:
                 row.tflops, row.percent = flops["tflops"], flops["percent_of_vanilla"]
@@ -296,6 +305,7 @@ def collect(log_dir: str) -> list[Row]:
                     row.tflops, row.percent = result.tflops, result.percent_of_vanilla
         run_dir = os.path.dirname(record_path) if record_path else os.path.dirname(path)
         row.runs.add(os.path.relpath(run_dir, log_dir))
+        row.provenance[os.path.relpath(run_dir, log_dir)] = provenance_of(record, results, args)
         if record_path and not row.measured:
             row.measured = _measured(run_dir)
         date = str(results.get("date", "")) or str(os.path.getmtime(path))
@@ -310,11 +320,83 @@ def collect(log_dir: str) -> list[Row]:
             r.method != "vanilla",
             -r.retention,
             METHOD_ORDER.get(r.method, 9),
+            r.details.get("reference_compat") is False,  # the paper's row first, its causal variant after
             json.dumps(r.details, sort_keys=True),
         ),
     )
     _label(ordered)
+    if paper_table != PAPER_NONE:
+        known = {t for t in paper.RESULT_TABLES}
+        if paper_table != PAPER_AUTO and paper_table not in known:
+            raise ValueError(f"paper table {paper_table!r}: valid tables are {', '.join(sorted(known))}, auto, none")
+        for row in ordered:
+            row.paper = paper_row_for(row, None if paper_table == PAPER_AUTO else paper_table)
     return ordered
+
+
+def _shape_name(record: dict[str, Any] | None, pretrained: str) -> str | None:
+    from holitom.shapes import ModelShape
+
+    shape = (record or {}).get("shape")
+    if shape:
+        fields = {k: shape[k] for k in ModelShape.__dataclass_fields__ if k in shape}
+        return match_shape(ModelShape(**fields))
+    return guess_shape(pretrained)
+
+
+def _paper_labels(kind: str) -> tuple[str, ...]:
+    """The paper's printed labels of a row kind ("holitom_wo_m" → "HoliTom (w/o M)")."""
+    if kind in ("holitom", "holitom_wo_m"):
+        return (METHOD_LABELS[kind],)
+    try:
+        return methods.get(kind).paper_labels
+    except ValueError:
+        return ()
+
+
+def paper_row_for(row: Row, table_id: str | None = None) -> dict[str, Any] | None:
+    """The paper's row this result row reproduces (see the module docstring), or None."""
+    labels = _paper_labels(row.method)
+    if table_id is None:
+        rows = [r for r in paper.result_rows() if shape_of_paper_model(r["model"]) == row.shape and r["frames"] == row.frames]
+    else:
+        rows = [r for r in paper.result_rows() if r["table"] == table_id]
+    rows = [r for r in rows if r["method"] in labels]
+    name = "holitom" if row.method == "holitom_wo_m" else row.method
+    by_retention = name == "vanilla" or (name in methods.METHODS and methods.get(name).retention_setting == "retain_ratio")
+    if by_retention:
+        rows = [r for r in rows if math.isclose(r["retain_ratio"], row.retention)]
+    if not rows:
+        return None
+    found = rows[0]
+    return {"table": found["table"], "method": found["method"], "budget": found["budget"], "values": found["values"]}
+
+
+def provenance_of(record: dict[str, Any] | None, results: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """Where one run's numbers came from: versions, attention, dtype, devices, frames, decoding, settings."""
+    if record is None:  # a run without the holitom_llava record (e.g. lmms-eval's stock llava wrappers)
+        return {
+            "model": (results.get("config") or {}).get("model"),
+            "versions": {"lmms_eval": results.get("lmms_eval_version")},
+            "torch_dtype": args.get("torch_dtype"),
+            "attn_implementation": args.get("attn_implementation"),
+            "frames": args.get("max_frames_num"),
+            "date": results.get("date"),
+        }
+    return {
+        "model": record.get("model"),
+        "versions": record.get("versions") or {},
+        "torch_dtype": record.get("torch_dtype"),
+        "attn_implementation": record.get("attn_implementation"),
+        "devices": record.get("devices"),
+        "world_size": record.get("world_size"),
+        "frames": record.get("max_frames_num"),
+        "video_fps": record.get("video_fps"),
+        "decoding": record.get("decoding") or {},
+        "method": record.get("method"),
+        "settings": record.get("method_config") or record.get("holitom_config") or {},
+        "date": results.get("date"),
+    }
 
 
 def _label(rows: list[Row]) -> None:
@@ -330,241 +412,11 @@ def _label(rows: list[Row]) -> None:
         keys = sorted({k for r in group for k in r.details})
         varying = [k for k in keys if len({json.dumps(r.details.get(k)) for r in group}) > 1]
         for row in group:
-            text = ", ".join(f"{DETAIL_NAMES.get(k, k)}={row.details.get(k)}" for k in varying)
-            row.label = f"{row.label} ({text})"
+            parts = [f"{DETAIL_NAMES.get(k, k)}={row.details.get(k)}" for k in varying if k != "reference_compat"]
+            if "reference_compat" in varying and not row.details.get("reference_compat"):
+                # the row as the paper describes it, beside the row as the authors ran it
+                parts.append("causal" if row.method == "holitom" else "float32 merges")
+            if parts:
+                row.label = f"{row.label} ({', '.join(parts)})"
 
 
-# ---------------------------------------------------------------------------------------------- rendering
-
-
-def _fmt_tflops(row: Row) -> str:
-    if row.tflops is None:
-        return "–"
-    value = f"{row.tflops:.1f}" if row.tflops >= 0.1 else f"{row.tflops:.2g}"
-    return value if row.percent is None else f"{value} ({row.percent:.1f}%)"
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
-def _retention(row: Row) -> str:
-    return "100%" if row.method == "vanilla" else f"{100 * row.retention:g}%"
-
-
-def table_cells(rows: list[Row]) -> list[list[str]]:
-    """Body cells of one model's table (vanilla gives the reference average)."""
-    vanilla = next((r for r in rows if r.method == "vanilla"), None)
-    reference = vanilla.avg if vanilla is not None else None
-    body = []
-    for row in rows:
-        avg = row.avg
-        relative = "–"
-        if avg is not None and reference:
-            relative = f"{100 * avg / reference:.1f}%"
-        avg_text = _fmt(avg) + ("" if row.complete or avg is None else "*")
-        scores = [_fmt(row.scores.get(b)) for b, _, _ in BENCHMARKS]
-        body.append([row.label, _retention(row), _fmt_tflops(row), *scores, avg_text, relative])
-    return body
-
-
-HEADER = [
-    "Method",
-    "Retention",
-    "TFLOPs (FLOPs %)",
-    *(title for _, title, _ in BENCHMARKS),
-    "Avg",
-    "Avg (% of vanilla)",
-]
-
-
-def _groups(rows: list[Row]) -> list[tuple[str, list[Row]]]:
-    out: dict[str, list[Row]] = {}
-    for row in rows:
-        title = row.model + (f", {row.frames} frames" if row.frames else "")
-        out.setdefault(title, []).append(row)
-    return list(out.items())
-
-
-def to_markdown(rows: list[Row]) -> str:
-    parts = []
-    for title, group in _groups(rows):
-        lines = [f"### {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(group)]
-        if any(not r.complete for r in group if r.avg is not None):
-            lines += ["", "\\* average over the benchmarks present only."]
-        measured = [r for r in group if r.measured]
-        if measured:
-            lines += [
-                "",
-                "Measured per request (holitom_llava records): visual tokens entering the LLM, left after "
-                "inner-LLM reduction, and the prefill TFLOPs those counts give.",
-                "",
-                "| Method | Retention | Requests | Visual tokens | After inner | Measured TFLOPs | Runs |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for r in measured:
-                m = r.measured
-                tf = f"{m['tflops']:.1f}" if m["tflops"] >= 0.1 else f"{m['tflops']:.2g}"
-                lines.append(
-                    f"| {r.label} | {_retention(r)} | {int(m['requests'])} | {m['visual_tokens']:.1f} | "
-                    f"{m['visual_kept']:.1f} | {tf} | {', '.join(sorted(r.runs))} |"
-                )
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
-
-
-def _latex_escape(text: str) -> str:
-    for symbol, latex in LATEX_DETAIL.items():
-        text = text.replace(symbol, latex)
-    for char in ("&", "%", "#", "_"):
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def to_latex(rows: list[Row]) -> str:
-    parts = []
-    for title, group in _groups(rows):
-        head = " & ".join(_latex_escape(h) for h in HEADER)
-        lines = [
-            f"% {title}",
-            "\\begin{tabular}{ll" + "c" * (len(HEADER) - 2) + "}",
-            "\\toprule",
-            f"\\multicolumn{{{len(HEADER)}}}{{l}}{{\\textit{{{_latex_escape(title)}}}}} \\\\",
-            head + " \\\\",
-            "\\midrule",
-        ]
-        previous = None
-        for row, cells in zip(group, table_cells(group)):
-            if previous is not None and previous.method == "vanilla" and row.method != "vanilla":
-                lines.append("\\midrule")
-            previous = row
-            lines.append(" & ".join(_latex_escape(c) for c in cells) + " \\\\")
-        lines += ["\\bottomrule", "\\end{tabular}"]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
-
-
-def plot(rows: list[Row], path: str) -> str | None:
-    """FLOPs (x) against the average score (y), one point per configuration; None if nothing to plot."""
-    points = [r for r in rows if r.tflops is not None and r.avg is not None]
-    if not points:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    markers = "osD^v<>"
-    models = list(dict.fromkeys(title for title, _ in _groups(points)))
-    for title, group in _groups(points):
-        by_method: dict[str, list[Row]] = {}
-        for r in group:
-            by_method.setdefault(r.method, []).append(r)
-        for method, items in sorted(by_method.items(), key=lambda kv: METHOD_ORDER.get(kv[0], 9)):
-            items = sorted(items, key=lambda r: r.tflops)
-            name = METHOD_LABELS.get(method, method) + (f" — {title}" if len(models) > 1 else "")
-            ax.plot(
-                [r.tflops for r in items],
-                [r.avg for r in items],
-                marker=markers[models.index(title) % 7],
-                linestyle="-" if len(items) > 1 else "none",
-                label=name,
-            )
-            for r in items:
-                if r.method != "vanilla":
-                    ax.annotate(
-                        _retention(r),
-                        (r.tflops, r.avg),
-                        textcoords="offset points",
-                        xytext=(4, 4),
-                        fontsize=7,
-                    )
-    ax.set_xlabel("prefill TFLOPs (paper accounting)")
-    ax.set_ylabel("average score (%)")
-    if (
-        all(r.tflops > 0 for r in points)
-        and max(r.tflops for r in points) / min(r.tflops for r in points) > 20
-    ):
-        ax.set_xscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
-
-
-def rows_as_dicts(rows: list[Row]) -> list[dict[str, Any]]:
-    out = []
-    for r in rows:
-        out.append(
-            {
-                "model": r.model,
-                "frames": r.frames,
-                "method": r.method,
-                "label": r.label,
-                "retention": r.retention,
-                "details": r.details,
-                "tflops": r.tflops,
-                "percent_of_vanilla": r.percent,
-                "scores": r.scores,
-                "samples": r.samples,
-                "avg": r.avg,
-                "complete": r.complete,
-                "measured": r.measured,
-                "runs": sorted(r.runs),
-            }
-        )
-    return out
-
-
-def write_tables(log_dir: str, out_dir: str | None = None, plot_png: bool = True) -> list[str]:
-    """Collect log_dir and write tables.md, tables.tex, tables.json (and flops_vs_avg.png) to out_dir
-    (default log_dir); returns the paths written."""
-    return _write(collect(log_dir), out_dir or log_dir, plot_png)
-
-
-def _write(rows: list[Row], out_dir: str, plot_png: bool) -> list[str]:
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for name, text in (("tables.md", to_markdown(rows)), ("tables.tex", to_latex(rows))):
-        path = os.path.join(out_dir, name)
-        with open(path, "w") as fh:
-            fh.write(text)
-        written.append(path)
-    path = os.path.join(out_dir, "tables.json")
-    with open(path, "w") as fh:
-        json.dump(rows_as_dicts(rows), fh, indent=2)
-    written.append(path)
-    if plot_png:
-        png = plot(rows, os.path.join(out_dir, "flops_vs_avg.png"))
-        if png:
-            written.append(png)
-    return written
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_tables_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of `holitom tables`."""
-    parser.add_argument(
-        "log_dir", help="folder with lmms-eval results (searched recursively), e.g. a sweep's OUT"
-    )
-    parser.add_argument(
-        "--out", default=None, help="where to write tables.md/.tex/.json and the plot (default LOG_DIR)"
-    )
-    parser.add_argument("--format", choices=("markdown", "latex"), default="markdown", help="what to print")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
-    return parser
-
-
-def run_tables(args: argparse.Namespace) -> int:
-    """Print the table and write the files; a LOG_DIR without results raises ValueError."""
-    rows = collect(args.log_dir)
-    written = _write(rows, args.out or args.log_dir, plot_png=not args.no_plot)
-    print(to_latex(rows) if args.format == "latex" else to_markdown(rows), end="")
-    print("\nwrote " + ", ".join(written))
-    return 0

@@ -26,7 +26,10 @@ def add_method_arguments(parser: argparse.ArgumentParser, default: str = "vanill
     for name, owners in methods.all_settings().items():
         first = owners[0][1]
         text = "; ".join(f"{method}: {item.help} (default {item.format(item.default)})" for method, item in owners)
-        group.add_argument(first.flag, dest=name, default=None, metavar=_metavar(first), help=text)
+        if first.type is bool and not first.sequence:  # `--flag` alone means true; `--flag false` also works
+            group.add_argument(first.flag, dest=name, default=None, nargs="?", const="true", metavar="BOOL", help=text)
+        else:
+            group.add_argument(first.flag, dest=name, default=None, metavar=_metavar(first), help=text)
 
 
 def _metavar(item: Setting) -> str:

@@ -49,6 +49,12 @@ class HoliTomConfig:
     inner_update: str = setting(
         "sequential", "inner merge rule: sequential (the paper's) or mean", short="update", choices=INNER_UPDATES
     )
+    reference_compat: bool = setting(
+        False,
+        "behave like the authors' runs: layer K−1 attends without a causal mask in the prefill, similarities "
+        "and merges in the model dtype (false: causal, as the paper describes, and float32)",
+        short="compat",
+    )
 
     def __post_init__(self) -> None:
         owner = "HoliTomConfig"
@@ -66,6 +72,8 @@ class HoliTomConfig:
         check_share(owner, "merge_ratio", self.merge_ratio, low_open=False, high_open=True)
         if self.inner_update not in INNER_UPDATES:
             raise ValueError(f"{owner}.inner_update={self.inner_update!r}: must be one of {INNER_UPDATES}")
+        if not isinstance(self.reference_compat, bool):
+            raise ValueError(f"{owner}.reference_compat={self.reference_compat!r}: must be true or false")
 
     @classmethod
     def preset(cls, name: str, retain_ratio: float = 0.10, **overrides: Any) -> HoliTomConfig:
@@ -140,7 +148,8 @@ class HoliTom(Method):
         from holitom.patch.vision import VisionAttentionProbe
 
         installation = Installation(self, config, host)
-        probe = installation.add(VisionAttentionProbe(host))
+        reference = config.reference_compat
+        probe = installation.add(VisionAttentionProbe(host, reference=reference))
         layout = host.newline_layout
 
         def compress(pooled: torch.Tensor) -> torch.Tensor:
@@ -170,9 +179,16 @@ class HoliTom(Method):
                 # At least one survivor: with a handful of visual tokens round(n·(1−r)) can be 0.
                 n_keep = max(1, counts.merge_keep_count(hidden.shape[0], config.merge_ratio))
                 kept, dropped = select_kept(scores, n_keep)
-                return kept, merge_dropped(hidden, kept, dropped, config.inner_update)
+                kept_scores = scores[kept] if reference else None
+                return kept, merge_dropped(hidden, kept, dropped, config.inner_update, kept_scores)
 
-            stage = Stage(config.merge_layer, merge, config.merge_layer - 1)
+            stage = Stage(
+                config.merge_layer,
+                merge,
+                config.merge_layer - 1,
+                reference_scores=reference,
+                unmasked_score_layer=reference,
+            )
             installation.add(InnerReduction(host, [stage], "holitom"))
         return installation
 

@@ -40,11 +40,19 @@ Reducer = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.
 
 @dataclass(frozen=True)
 class Stage:
-    """Cut before decoder layer `layer`, scored by the last prompt token's attention in `score_layer`."""
+    """Cut before decoder layer `layer`, scored by the last prompt token's attention in `score_layer`.
+
+    reference_scores: the attention row with the authors' eager arithmetic in the model dtype (not float32).
+    unmasked_score_layer: in the prefill, the score layer attends without a causal mask, as the authors'
+    runs do (asking transformers for that layer's attention weights under sdpa fell back to eager attention
+    with the sdpa mask, which is None); nothing else in the pass changes.
+    """
 
     layer: int
     reducer: Reducer
     score_layer: int
+    reference_scores: bool = False
+    unmasked_score_layer: bool = False
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -72,7 +80,12 @@ def _as_bias(mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def last_token_scores(
-    layer: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], query_at: int, visual: torch.Tensor
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    kwargs: dict[str, Any],
+    query_at: int,
+    visual: torch.Tensor,
+    reference: bool = False,
 ) -> torch.Tensor:
     """The attention row of position `query_at` in `layer`, from the layer's input, over `visual` keys.
 
@@ -97,7 +110,7 @@ def last_token_scores(
     if isinstance(mask, torch.Tensor):
         past = mask.shape[-1] - length
         bias = _as_bias(mask[:1, 0, query_at, past : past + query_at + 1].to(device))
-    probs = last_query_attention(q, k, attn.scaling, bias)
+    probs = last_query_attention(q, k, attn.scaling, bias, reference=reference)
     return probs[0, visual.to(device)]
 
 
@@ -227,7 +240,11 @@ class InnerReduction:
         if stage is not None:
             visual_now, _ = run.visual_now()
             query_now = run.current_index(run.query_at)
-            run.scores = last_token_scores(layer, _hidden(args, kwargs), kwargs, query_now, visual_now)
+            hidden = _hidden(args, kwargs)
+            run.scores = last_token_scores(layer, hidden, kwargs, query_now, visual_now, stage.reference_scores)
+            if stage.unmasked_score_layer:
+                # bidirectional for this one layer of the prefill (the last row, and so the scores, are unchanged)
+                kwargs.update(attention_mask=None, is_causal=False)
         stage = self._cuts.get(index)
         if stage is not None:
             args, kwargs = self._cut(stage, args, kwargs)

@@ -15,10 +15,11 @@ from holitom.attention import received_attention
 
 
 class VisionAttentionProbe:
-    """Installed on one host; `scores` holds (frames, patches) float32 after each tower run."""
+    """Installed on one host; `scores` holds (frames, patches) float32 after each tower run (reference: the
+    authors' eager arithmetic in the tower's dtype, `holitom.attention.received_attention`)."""
 
-    def __init__(self, host: Any) -> None:
-        self.host = host
+    def __init__(self, host: Any, reference: bool = False) -> None:
+        self.host, self.reference = host, reference
         self.layer = host.vision_probe_layer
         self.scores: torch.Tensor | None = None
         self.handle = self.layer.register_forward_pre_hook(self._hook, with_kwargs=True)
@@ -32,7 +33,7 @@ class VisionAttentionProbe:
         shape = (*x.shape[:-1], attn.num_heads, attn.head_dim)
         q = attn.q_proj(x).view(shape).transpose(1, 2)
         k = attn.k_proj(x).view(shape).transpose(1, 2)
-        self.scores = received_attention(q, k, attn.scale)
+        self.scores = received_attention(q, k, attn.scale, reference=self.reference)
 
     def pop(self) -> torch.Tensor:
         if self.scores is None:
@@ -41,7 +42,7 @@ class VisionAttentionProbe:
         return scores
 
     def pop_pooled(self) -> torch.Tensor:
-        """The recorded scores pooled exactly like the video features: (frames, N) float32."""
+        """The recorded scores pooled exactly like the video features: (frames, N)."""
         return self.host.pool(self.pop()[..., None]).squeeze(-1)
 
     def remove(self) -> None:

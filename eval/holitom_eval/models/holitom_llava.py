@@ -100,7 +100,8 @@ class HoliTomLlava(lmms):
         if self.stats_dir:
             os.makedirs(self.stats_dir, exist_ok=True)
             if self._rank == 0:
-                self._write_run_record(dtype, device_map)
+                self._run_record = self._make_run_record(dtype, device_map)
+                self._write_run_record()
         if self._rank == 0:
             summary = self.paper_flops.summary() if self.paper_flops else "n/a"
             eval_logger.info(
@@ -142,24 +143,44 @@ class HoliTomLlava(lmms):
             eval_logger.warning(f"holitom_llava: no paper-style FLOPs for this configuration: {exc}")
             return None
 
-    def _write_run_record(self, dtype: str, device_map: str) -> None:
+    def _make_run_record(self, dtype: str, device_map: str) -> dict[str, Any]:
+        """Settings and provenance of this run (`holitom_eval.records.RUN_RECORD`)."""
+        from holitom.provenance import device_names, environment
+
         s = self.settings
-        record = {
+        return {
             "model": "holitom_llava",
             "pretrained": s.pretrained,
             "method": s.method,
             "method_settings": s.method_settings,
             "method_config": self.method_config,
             "max_frames_num": s.max_frames_num,
+            "video_fps": s.video_fps,
+            "conv_template": s.conv_template,
             "overwrite_config": s.overwrite_config,
             "torch_dtype": dtype,
+            "attn_implementation": s.attn_implementation,
             "device_map": device_map,
+            "devices": device_names(self._model),
             "world_size": self._world_size,
+            "video_backend": s.video_backend,
+            "versions": environment(),
+            "decoding": {},
             "shape": asdict(self.shape),
             "paper_flops": self.paper_flops.as_dict() if self.paper_flops else None,
         }
+
+    def _write_run_record(self) -> None:
         with open(os.path.join(self.stats_dir, records.RUN_RECORD), "w") as fh:
-            json.dump(record, fh, indent=2)
+            json.dump(self._run_record, fh, indent=2)
+
+    def _note_decoding(self, task: str, kwargs: dict[str, Any], until: list[str]) -> None:
+        """Record each task's decoding settings in the run record (rewritten when a task is first seen)."""
+        record = getattr(self, "_run_record", None)
+        if record is None or task in record["decoding"]:
+            return
+        record["decoding"][task] = {**{k: v for k, v in kwargs.items() if _jsonable(v)}, "until": until}
+        self._write_run_record()
 
     def _record(self, record: dict[str, Any]) -> None:
         """Add the measured counts of the last forward/generate to `record`, keep totals, append to file."""
@@ -242,7 +263,9 @@ class HoliTomLlava(lmms):
                 f"(see docs/reproduce.md)"
             )
         try:
-            frames, _ = load_video(path, self.max_frames_num, backend=self.settings.video_backend)
+            frames, _ = load_video(
+                path, self.max_frames_num, backend=self.settings.video_backend, fps=self.settings.video_fps
+            )
         except VideoLoadError as exc:
             raise ValueError(f"task {task!r}, doc {doc_id}: {exc}") from exc
         pixels = self._image_processor.preprocess(frames, return_tensors="pt")["pixel_values"]
@@ -307,6 +330,7 @@ class HoliTomLlava(lmms):
             tensors, modalities = self._visual_inputs(visuals, task, doc_id)
             input_ids = self._prompt_ids(context, len(tensors))
             kwargs, until = _generation_kwargs(gen_kwargs)
+            self._note_decoding(task, kwargs, until)
             pad = self._tokenizer.pad_token_id
             start = time.perf_counter()
             with torch.inference_mode():
@@ -407,6 +431,10 @@ def _generation_kwargs(gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any], list
             kwargs.pop(name, None)
     kwargs.setdefault("num_beams", 1)
     return kwargs, [s for s in until if s]
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, tuple))
 
 
 def _cut_at_stop(text: str, until: list[str]) -> str:
