@@ -173,7 +173,7 @@ def compress_video_with_info(
     out_kinds = torch.cat(kinds) if kinds else _long([], device)
     num_newlines = 0
     if side:
-        out, out_pos, out_frames, out_kinds = _grid_layout(out, out_pos, out_frames, out_kinds, newline, side)
+        out, out_pos, out_frames, out_kinds = grid_layout(out, out_pos, out_frames, out_kinds, newline, side)
         num_newlines = int((out_kinds == NEWLINE).sum())
     return OuterResult(
         tokens=out,
@@ -191,7 +191,7 @@ def compress_video_with_info(
     )
 
 
-def _grid_layout(
+def grid_layout(
     tokens: Tensor, positions: Tensor, frames: Tensor, kinds: Tensor, newline: Tensor, side: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """LLaVA-Video layout: per frame group, tokens by grid position, a newline after each non-empty row.
