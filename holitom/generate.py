@@ -80,7 +80,11 @@ def run_generate(args: argparse.Namespace) -> int:
                 f"ρ'={outer['adjusted_ratio']:.3f}, {outer['static']} static + {outer['dynamic']} dynamic tokens"
             )
     if stats.decode:
-        print("decode: " + ", ".join(f"{k} {v}" for k, v in stats.decode.items()))
+        d = stats.decode
+        print(
+            f"decode pruning from layer {d['layer']}: {d['pruned_steps']} of {d['steps']} steps pruned, "
+            f"keeping {d['kept']} of {d['candidates']} candidate visual tokens"
+        )
     print(f"prompt tokens (spliced): {stats.prompt_tokens}; new tokens: {out.shape[1]}")
     print(f"timings: load {load_s:.2f}s, generate {gen_s:.2f}s ({device}, {dtype})")
     print(f"answer: {answer}")

@@ -25,6 +25,8 @@ _MODULES: dict[str, str] = {
     "holitom": "holitom.methods.holitom",
     "visionzip": "holitom.methods.visionzip",
     "fastv": "holitom.methods.fastv",
+    "pdrop": "holitom.methods.pdrop",
+    "dycoke": "holitom.methods.dycoke",
 }
 METHODS: tuple[str, ...] = tuple(_MODULES)
 

@@ -213,8 +213,13 @@ class Method:
 
     @property
     def retention_setting(self) -> str | None:
-        """The setting a results table shows as the row's retention (None: 100 %)."""
+        """The setting a results table shows as the row's retention (None: see `retention`)."""
         return "retain_ratio" if any(s.name == "retain_ratio" for s in self.settings) else None
+
+    def retention(self, config: Any, frames: int, tokens_per_frame: int) -> float:
+        """The share of the pooled tokens a configuration keeps before the LLM (tables show it)."""
+        key = self.retention_setting
+        return float(getattr(config, key)) if key and config is not None else 1.0
 
     @cached_property
     def settings(self) -> tuple[Setting, ...]:

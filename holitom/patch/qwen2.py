@@ -181,6 +181,11 @@ class InnerReduction:
         """Per cut of the current sequence's prefill: layer, visual tokens in, visual tokens kept."""
         return list(self.stage_stats) if self._sequence is self.host.sequence else []
 
+    def cache_positions(self, layer_index: int) -> torch.Tensor | None:
+        """Original positions (into the last reduced prefill) that layer `layer_index` caches; None = all."""
+        stage = self._stage_of(layer_index)
+        return self._kept[stage - 1] if 0 < stage <= len(self._kept) else None
+
     def _stage_of(self, layer_index: int) -> int:
         """How many cuts happen at or before this layer."""
         return sum(stage.layer <= layer_index for stage in self.stages)
@@ -321,9 +326,10 @@ class InnerReduction:
             kwargs["attention_mask"] = self._per_step(("mask", stage), mask, lambda: self._cut_mask(mask, stage))
             changed = True
         if self.renumber:
-            kwargs["position_embeddings"] = self._per_step(
-                ("rope", stage), kwargs["position_embeddings"], lambda: self._shifted_rope(args, kwargs, stage)
+            position_ids, rope = self._per_step(
+                ("rope", stage), kwargs["position_embeddings"], lambda: self._shifted_positions(args, kwargs, stage)
             )
+            kwargs.update(position_ids=position_ids, position_embeddings=rope)
             changed = True
         return (args, kwargs) if changed else None
 
@@ -341,12 +347,14 @@ class InnerReduction:
         keys = torch.cat([kept, torch.arange(self._prefill_len, mask.shape[-1], device=mask.device)])
         return mask[..., keys]
 
-    def _shifted_rope(self, args: tuple, kwargs: dict[str, Any], stage: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position embeddings of this pass's tokens, moved back by the tokens dropped before this stage."""
+    def _shifted_positions(self, args: tuple, kwargs: dict[str, Any], stage: int) -> tuple[torch.Tensor, tuple]:
+        """This pass's positions moved back by the tokens dropped before this stage, and their rotary
+        embeddings: (position_ids, (cos, sin))."""
         hidden = _hidden(args, kwargs)
         cos, _ = kwargs["position_embeddings"]
         shift = self._prefill_len - int(self._kept[stage - 1].numel())
         position_ids = kwargs.get("position_ids")
         if position_ids is None:
             raise ValueError(f"{self.name}: renumbered positions need the pass's position_ids")
-        return self.host.rotary_embedding(hidden.to(cos.device), position_ids.to(cos.device) - shift)
+        shifted = position_ids - shift
+        return shifted, self.host.rotary_embedding(hidden.to(cos.device), shifted.to(cos.device))
