@@ -9,18 +9,21 @@ import torch
 
 
 def received_attention(
-    queries: torch.Tensor, keys: torch.Tensor, scaling: float, chunk: int = 8, reference: bool = False
+    queries: torch.Tensor, keys: torch.Tensor, scaling: float, chunk: int | None = None, reference: bool = False
 ) -> torch.Tensor:
     """Attention each token receives, averaged over heads and queries (full bidirectional attention).
 
-    queries, keys: (B, H, P, hd). Returns (B, P) float32: mean_{h,i} softmax(q_i·kᵀ·scaling)[j].
-    Works `chunk` batch items at a time so at most chunk×H×P×P probabilities exist at once.
+    queries, keys: (B, H, P, hd). Returns (B, P) float32: mean_{h,i} softmax(q_i·kᵀ·scaling)[j], the logits
+    in the inputs' dtype (tensor cores on a GPU), the softmax and the means in float32. Works `chunk` batch
+    items at a time (default 8 on CPU, 16 on CUDA) so at most chunk×H×P×P probabilities exist at once.
     reference=True: the authors' eager arithmetic in the inputs' dtype instead — logits q·kᵀ rounded to it,
     then scaled, softmax in float32 rounded back, the mean over heads and then over queries each rounded to
     it; returned in that dtype.
     """
     if queries.shape != keys.shape or queries.dim() != 4:
         raise ValueError(f"queries and keys must both be (B, H, P, hd), got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    if chunk is None:
+        chunk = 16 if queries.device.type == "cuda" else 8
     out = []
     for start in range(0, queries.shape[0], chunk):
         if reference:
@@ -29,9 +32,9 @@ def received_attention(
             probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
             out.append(probs.mean(dim=1).mean(dim=1))
             continue
-        q = queries[start : start + chunk].float() * scaling  # scale the P×hd side, not the P×P logits
-        k = keys[start : start + chunk].float()
-        probs = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (b, H, P, P)
+        q = queries[start : start + chunk] * scaling  # scale the P×hd side, not the P×P logits
+        k = keys[start : start + chunk]
+        probs = torch.softmax(q @ k.transpose(-1, -2), dim=-1, dtype=torch.float32)  # (b, H, P, P)
         out.append(probs.mean(dim=(1, 2)))
     return torch.cat(out)
 

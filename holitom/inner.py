@@ -27,9 +27,10 @@ def select_kept(scores: torch.Tensor, n_keep: int) -> tuple[torch.Tensor, torch.
     if isinstance(n_keep, bool) or not isinstance(n_keep, int) or not 0 <= n_keep <= n_v:
         raise ValueError(f"n_keep={n_keep!r}: must be an integer in [0, {n_v}]")
     kept = select_top_scores(scores, n_keep)
-    is_kept = torch.zeros(n_v, dtype=torch.bool, device=scores.device)
-    is_kept[kept] = True
-    dropped = torch.nonzero(~is_kept, as_tuple=False).flatten()
+    is_kept = torch.zeros(n_v, dtype=torch.int8, device=scores.device)
+    is_kept[kept] = 1
+    # a stable sort puts the dropped positions first, ascending: no data-dependent shape (no device read)
+    dropped = torch.sort(is_kept, stable=True).indices[: n_v - n_keep]
     return kept, dropped
 
 
@@ -39,6 +40,7 @@ def merge_dropped(
     dropped_idx: torch.Tensor,
     update: str = "sequential",
     kept_scores: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Merge each dropped visual token into the kept token it is most cosine-similar to.
 
@@ -51,7 +53,8 @@ def merge_dropped(
     in float32; ties go to the lowest kept index. Work is done in float32 (2^-m underflowing to 0 for
     m > ~149 is the correct limit of the sequential rule).
     kept_scores: (n_keep,) the kept tokens' attention scores → the authors' arithmetic instead (the
-    "sequential" rule only), see `merge_dropped_reference`.
+    "sequential" rule only), see `merge_dropped_reference`. validate=False skips the check that the indices
+    partition 0..n_v−1 (it reads the device: the model hook passes `select_kept`'s output, a partition).
     """
     if update not in INNER_UPDATES:
         raise ValueError(f"update={update!r}: must be one of {INNER_UPDATES}")
@@ -63,7 +66,8 @@ def merge_dropped(
             raise ValueError(f"{name}: expected a 1-D LongTensor, got {_describe(idx)}")
     both = torch.cat([kept_idx, dropped_idx])
     if both.numel() != n_v or (
-        n_v > 0
+        validate
+        and n_v > 0
         and not (
             bool((both >= 0).all()) and bool((torch.bincount(both.clamp(min=0), minlength=n_v) == 1).all())
         )
@@ -84,8 +88,8 @@ def merge_dropped(
     dropped_idx = torch.sort(dropped_idx).values
     kept32 = kept_h.float()
     drop32 = hidden.index_select(0, dropped_idx).float()
-    sim = F.normalize(drop32, dim=-1) @ F.normalize(kept32, dim=-1).T  # (n_drop, n_keep)
-    assign = sim.argmax(dim=-1)  # first maximum → lowest kept index on ties
+    kept_unit = F.normalize(kept32, dim=-1)
+    assign = _chunked_argmax(F.normalize(drop32, dim=-1), kept_unit.T)  # first maximum → lowest kept index
     n_keep = kept_idx.numel()
     counts = torch.bincount(assign, minlength=n_keep)  # m per kept token
 
@@ -99,6 +103,24 @@ def merge_dropped(
     w_centre = torch.exp2(-counts.to(torch.float32))  # 2^-m
     out = (kept32 * w_centre.unsqueeze(-1)).index_add(0, assign, drop32 * w_member.unsqueeze(-1))
     return out.to(hidden.dtype)
+
+
+# Similarity blocks of at most this many values (256 MiB of float32): a merge of 200k visual tokens without
+# outer merging would otherwise build a 100k × 100k matrix (40 GB).
+_SIM_BLOCK = 1 << 26
+
+
+def _chunked_argmax_of(similarity, rows: int, cols: int) -> torch.Tensor:
+    """argmax over the columns of similarity(rows slice) for all rows, a block of rows at a time."""
+    step = max(1, _SIM_BLOCK // max(cols, 1))
+    if rows <= step:
+        return similarity(slice(0, rows)).argmax(dim=-1)
+    return torch.cat([similarity(slice(i, i + step)).argmax(dim=-1) for i in range(0, rows, step)])
+
+
+def _chunked_argmax(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """argmax(left @ right, dim=-1) without the whole (n, m) product: left (n, d), right (d, m)."""
+    return _chunked_argmax_of(lambda rows: left[rows] @ right, left.shape[0], right.shape[1])
 
 
 def _member_ranks(assign: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -133,8 +155,11 @@ def merge_dropped_reference(
     candidates = kept_h[by_score]
     norm_d = torch.linalg.vector_norm(drop_h, dim=-1, keepdim=True)
     norm_k = torch.linalg.vector_norm(candidates, dim=-1, keepdim=True)
-    sim = (drop_h @ candidates.T) / (norm_d * norm_k.T)
-    assign = by_score[sim.argmax(dim=-1)]  # index into kept_idx
+
+    def similarity(rows: slice) -> torch.Tensor:
+        return (drop_h[rows] @ candidates.T) / (norm_d[rows] * norm_k.T)
+
+    assign = by_score[_chunked_argmax_of(similarity, drop_h.shape[0], candidates.shape[0])]  # into kept_idx
     counts = torch.bincount(assign, minlength=kept_idx.numel())
     rank = _member_ranks(assign, counts)
     out = kept_h.clone()

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from holitom import counts
 from holitom.methods.holitom import HoliTomConfig
 from holitom.spatial import cluster_merge, select_top_scores
-from holitom.temporal import check_features, frame_similarity, segment_frames
+from holitom.temporal import check_features, frame_similarity, segment_frames_with_runs
 
 # Values of OuterResult.kinds.
 STATIC, DOMINANT, CONTEXTUAL, NEWLINE = 0, 1, 2, 3
@@ -83,110 +84,161 @@ def _validate(features: Tensor, attention: Tensor, config: HoliTomConfig, newlin
     return side
 
 
-def _long(values: range | list[int], device: torch.device) -> Tensor:
-    return torch.as_tensor(values, dtype=torch.long, device=device)
+@dataclass
+class _Segment:
+    """Host-side plan of one segment: its frames, static and dynamic positions and token counts."""
+
+    start: int
+    end: int
+    static_pos: np.ndarray
+    dynamic_pos: np.ndarray
+    num_centres: int
+    budget: int
+    dominant: int
+    contextual: int
+
+    @property
+    def width(self) -> int:
+        return self.end - self.start + 1
+
+
+def _plan(
+    segments: list[tuple[int, int]], run: np.ndarray, num_tokens: int, rho: float, config: HoliTomConfig
+) -> list[_Segment]:
+    """Every count and position that does not depend on token values, from the run-length table alone
+    (position p is static across window s..e iff run[e-1, p] >= e - s): no device reads."""
+    every = np.arange(num_tokens)
+    plan = []
+    for start, end in segments:
+        if end > start:
+            static = run[end - 1] >= end - start
+            static_pos, dynamic_pos = every[static], every[~static]
+        else:
+            static_pos, dynamic_pos = every[:0], every
+        budget = counts.ceil_share(dynamic_pos.size, rho)
+        dominant, contextual = counts.split_budget(budget, config.contextual_share)
+        centres = counts.round_share(static_pos.size, rho)
+        plan.append(_Segment(start, end, static_pos, dynamic_pos, centres, budget, dominant, contextual))
+    return plan
+
+
+def _dynamic_tokens(
+    clip: Tensor, scores: Tensor, dynamic_pos: Tensor, dominant: int, contextual: int, config: HoliTomConfig
+) -> tuple[Tensor, Tensor]:
+    """The dominant and contextual tokens of w frames sharing their dynamic positions.
+
+    clip (w, N, C) frames; scores (w, N) float32; dynamic_pos (n,) positions. Returns (tokens (w, budget, C),
+    positions (w, budget)): per frame the dominant tokens in position order, then the contextual ones."""
+    width, n = clip.shape[0], dynamic_pos.numel()
+    rows = torch.arange(width, device=clip.device).unsqueeze(1)  # (w, 1)
+    top = select_top_scores(scores[:, dynamic_pos], dominant)  # (w, dominant) indices into dynamic_pos
+    kept_pos = dynamic_pos[top]
+    kept = clip[rows, kept_pos]  # (w, dominant, C) exact copies
+    if contextual == 0:
+        return kept, kept_pos
+    chosen = torch.zeros(width, n, dtype=torch.int8, device=clip.device).scatter_(1, top, 1)
+    # a stable sort puts each frame's remaining tokens first, in ascending position order (no nonzero)
+    rest = torch.sort(chosen, dim=1, stable=True).indices[:, : n - dominant]
+    rest_pos = dynamic_pos[rest]
+    knn = min(config.knn, contextual)
+    merged, centres = cluster_merge(clip[rows, rest_pos], contextual, knn, config.beta, config.reference_compat)
+    return torch.cat([kept, merged], 1), torch.cat([kept_pos, rest_pos.gather(1, centres)], 1)
 
 
 def compress_video_with_info(
     features: Tensor, attention: Tensor, config: HoliTomConfig, newline: Tensor | None = None
 ) -> OuterResult:
-    """Spec §1–2 outer-LLM merging with bookkeeping; see `compress_video` for the arguments."""
+    """Spec §1–2 outer-LLM merging with bookkeeping; see `compress_video` for the arguments.
+
+    Host and device: the similarities are copied to the host once (segmentation) and everything that does not
+    depend on token values (static/dynamic positions, counts, frames, kinds) is planned there and copied back
+    in one transfer; single-frame segments are processed as one batch, window segments one each; the grid
+    layout reads one count. Nothing else waits for the device.
+    """
     side = _validate(features, attention, config, newline)
     num_frames, num_tokens, channels = features.shape
     device = features.device
-
     reference = config.reference_compat
     similarity = frame_similarity(features, reference)  # (F-1, N) float32 (reference: the features' dtype)
-    segments, reduced = segment_frames(similarity, config.tau, config.max_window_size)
+    segments, reduced, run = segment_frames_with_runs(similarity, config.tau, config.max_window_size)
     total = num_frames * num_tokens
     rho = min(config.retain_ratio / ((total - reduced) / total), 1.0)
-    stable = similarity > config.tau  # (F-1, N)
+    plan = _plan(segments, run, num_tokens, rho, config)
+
+    # the host-side plan, uploaded at once: per window its static and dynamic positions, the single frames,
+    # and the frame and kind of every output token
+    windows = [seg for seg in plan if seg.width > 1]
+    singles = [seg.start for seg in plan if seg.width == 1]
+    out_frames, out_kinds = [], []
+    for seg in plan:
+        if seg.num_centres:
+            out_frames.append(np.full(seg.num_centres, seg.start))
+            out_kinds.append(np.full(seg.num_centres, STATIC))
+        if seg.budget:
+            out_frames.append(np.repeat(np.arange(seg.start, seg.end + 1), seg.budget))
+            kinds = np.array([DOMINANT] * seg.dominant + [CONTEXTUAL] * seg.contextual)
+            out_kinds.append(np.tile(kinds, seg.width))
+    parts = [p for seg in windows for p in (seg.static_pos, seg.dynamic_pos)]
+    parts += [np.array(singles, dtype=np.int64), *out_frames, *out_kinds]
+    sizes = [int(p.size) for p in parts]
+    uploaded = torch.as_tensor(np.concatenate(parts).astype(np.int64), device=device) if parts else None
+    pieces = list(torch.split(uploaded, sizes)) if uploaded is not None else []
+    window_pos = {seg.start: (pieces[2 * i], pieces[2 * i + 1]) for i, seg in enumerate(windows)}
+    single_idx = pieces[2 * len(windows)]
+    n_out = len(out_frames)
+    frames_t = torch.cat(pieces[2 * len(windows) + 1 : 2 * len(windows) + 1 + n_out]) if n_out else single_idx[:0]
+    kinds_t = torch.cat(pieces[2 * len(windows) + 1 + n_out :]) if n_out else single_idx[:0]
+
     scores = attention.to(device=device, dtype=torch.float32)
-    all_positions = torch.arange(num_tokens, device=device)
+    blocks: dict[int, list[tuple[Tensor, Tensor]]] = {seg.start: [] for seg in plan}
+    single = next((seg for seg in plan if seg.width == 1), None)  # every single frame has the same counts
+    if single is not None and single.budget:
+        every = torch.arange(num_tokens, device=device)
+        tokens, positions = _dynamic_tokens(
+            features[single_idx], scores[single_idx], every, single.dominant, single.contextual, config
+        )
+        for j, start in enumerate(singles):
+            blocks[start].append((tokens[j], positions[j]))
+    for seg in windows:
+        static_pos, dynamic_pos = window_pos[seg.start]
+        clip = features[seg.start : seg.end + 1]  # (w, N, C) view
+        if seg.num_centres:
+            # static tokens: the mean over the window of each position stable across it, then DPC-KNN merged
+            if reference:  # the authors' mean, in the features' dtype
+                static = clip[:, static_pos].mean(0)
+            else:  # float32 accumulation without a float32 copy of the window
+                static = clip.mean(0, dtype=torch.float32)[static_pos].to(features.dtype)  # (n_static, C)
+            knn = min(config.knn, seg.num_centres)
+            merged, centres = cluster_merge(static, seg.num_centres, knn, config.beta, reference)
+            blocks[seg.start].append((merged, static_pos[centres]))
+        if seg.budget:
+            tokens, positions = _dynamic_tokens(
+                clip, scores[seg.start : seg.end + 1], dynamic_pos, seg.dominant, seg.contextual, config
+            )
+            blocks[seg.start].append((tokens.reshape(-1, channels), positions.reshape(-1)))
 
-    tokens: list[Tensor] = []
-    positions: list[Tensor] = []
-    frames: list[Tensor] = []
-    kinds: list[Tensor] = []
-
-    def emit(x: Tensor, pos: Tensor, frame: Tensor, kind: Tensor) -> None:
-        """Appends tokens x (..., C) with their positions, frames and kinds (all shaped like x[..., 0])."""
-        tokens.append(x.reshape(-1, channels))
-        positions.append(pos.reshape(-1))
-        frames.append(frame.reshape(-1))
-        kinds.append(kind.reshape(-1))
-
-    for start, end in segments:
-        width = end - start + 1
-        clip = features[start : end + 1]  # (w, N, C) view
-
-        # Static tokens: mean over the window of each position stable across it, then DPC-KNN merged.
-        if width > 1:
-            static_mask = stable[start:end].all(0)
-            dynamic_pos = (~static_mask).nonzero().squeeze(1)
-            static_pos = static_mask.nonzero().squeeze(1)
-            num_centres = counts.round_share(static_pos.numel(), rho)
-            if num_centres > 0:
-                if reference:  # the authors' mean, in the features' dtype
-                    static = clip[:, static_pos].mean(0)
-                else:  # float32 accumulation without a float32 copy of the window
-                    static = clip.mean(0, dtype=torch.float32)[static_pos].to(features.dtype)  # (n_static, C)
-                k = min(config.knn, num_centres)
-                merged, centres = cluster_merge(static, num_centres, k, config.beta, reference)
-                emit(
-                    merged,
-                    static_pos[centres],
-                    torch.full_like(centres, start),
-                    torch.full_like(centres, STATIC),
-                )
-        else:
-            dynamic_pos = all_positions
-
-        # Dynamic tokens, all frames of the segment at once: (w, n) with the same n per frame.
-        n = dynamic_pos.numel()
-        budget = counts.ceil_share(n, rho)
-        dominant, contextual = counts.split_budget(budget, config.contextual_share)
-        if budget == 0:
-            continue
-        rows = torch.arange(width, device=device).unsqueeze(1)  # (w, 1)
-        dyn_scores = scores[start : end + 1, dynamic_pos]  # (w, n)
-        top = select_top_scores(dyn_scores, dominant)  # (w, dominant) indices into dynamic_pos
-        kept_pos = dynamic_pos[top]
-        kept = clip[rows, kept_pos]  # (w, dominant, C) exact copies
-        kept_kinds = [DOMINANT] * dominant
-        if contextual > 0:
-            chosen = torch.zeros(width, n, dtype=torch.bool, device=device).scatter_(1, top, True)
-            # row-major nonzero keeps each frame's remaining tokens in ascending position order
-            rest = (~chosen).nonzero()[:, 1].view(width, n - dominant)
-            rest_pos = dynamic_pos[rest]
-            rest_tokens = clip[rows, rest_pos]  # (w, n - dominant, C)
-            merged, centres = cluster_merge(rest_tokens, contextual, min(config.knn, contextual), config.beta, reference)
-            kept = torch.cat([kept, merged], 1)
-            kept_pos = torch.cat([kept_pos, rest_pos.gather(1, centres)], 1)
-            kept_kinds += [CONTEXTUAL] * contextual
-        frame_ids = (rows + start).expand(width, budget)
-        emit(kept, kept_pos, frame_ids, _long(kept_kinds, device).expand(width, budget))
-
-    out = torch.cat(tokens) if tokens else features.new_zeros(0, channels)
-    out_pos = torch.cat(positions) if positions else _long([], device)
-    out_frames = torch.cat(frames) if frames else _long([], device)
-    out_kinds = torch.cat(kinds) if kinds else _long([], device)
+    ordered = [block for seg in plan for block in blocks[seg.start]]
+    out = torch.cat([t for t, _ in ordered]) if ordered else features.new_zeros(0, channels)
+    out_pos = torch.cat([p for _, p in ordered]) if ordered else frames_t.new_zeros(0)
     num_newlines = 0
     if side:
-        out, out_pos, out_frames, out_kinds = grid_layout(out, out_pos, out_frames, out_kinds, newline, side)
-        num_newlines = int((out_kinds == NEWLINE).sum())
+        before = out.shape[0]
+        out, out_pos, frames_t, kinds_t = grid_layout(out, out_pos, frames_t, kinds_t, newline, side)
+        num_newlines = out.shape[0] - before
+    num_static = sum(seg.num_centres for seg in plan)
+    num_dominant = sum(seg.dominant * seg.width for seg in plan if seg.budget)
     return OuterResult(
         tokens=out,
         positions=out_pos,
-        frames=out_frames,
-        kinds=out_kinds,
+        frames=frames_t,
+        kinds=kinds_t,
         segments=segments,
         reduced=reduced,
         adjusted_ratio=rho,
         num_input=total,
-        num_static=int((out_kinds == STATIC).sum()),
-        num_dominant=int((out_kinds == DOMINANT).sum()),
-        num_contextual=int((out_kinds == CONTEXTUAL).sum()),
+        num_static=num_static,
+        num_dominant=num_dominant,
+        num_contextual=sum(seg.contextual * seg.width for seg in plan if seg.budget),
         num_newlines=num_newlines,
     )
 
@@ -196,7 +248,8 @@ def grid_layout(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """LLaVA-Video layout: per frame group, tokens by grid position, a newline after each non-empty row.
 
-    tokens (M, C), positions/frames/kinds (M,). Returns the same four with newlines inserted.
+    tokens (M, C), positions/frames/kinds (M,). Returns the same four with newlines inserted. One value is read
+    from the device (which rows hold tokens decides the output size).
     """
     # (frame, position) pairs are unique within the video, so one global sort orders every group.
     key = frames * (side * side) + positions
@@ -205,10 +258,12 @@ def grid_layout(
     row = key // side  # unique id of (frame group, grid row)
     row_ends = torch.ones_like(row, dtype=torch.bool)
     row_ends[:-1] = row[1:] != row[:-1]
+    ends = row_ends.nonzero().flatten()  # the one device read
     # each token moves right by the number of newlines before it
-    token_slot = torch.arange(row.numel(), device=row.device) + row_ends.long().cumsum(0) - row_ends.long()
-    newline_slot = token_slot[row_ends] + 1
-    size = row.numel() + newline_slot.numel()
+    before = row_ends.long().cumsum(0) - row_ends.long()
+    token_slot = torch.arange(row.numel(), device=row.device) + before
+    newline_slot = token_slot[ends] + 1
+    size = row.numel() + ends.numel()
 
     out = tokens.new_empty(size, tokens.shape[1])
     out[token_slot] = tokens
@@ -220,7 +275,7 @@ def grid_layout(
         placed[newline_slot] = fill
         return placed
 
-    return out, place(positions, -1), place(frames, frames[row_ends]), place(kinds, NEWLINE)
+    return out, place(positions, -1), place(frames, frames[ends]), place(kinds, NEWLINE)
 
 
 def compress_video(

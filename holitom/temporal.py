@@ -7,6 +7,7 @@ O(F·(N + W)) and memory O(F·N).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -87,36 +88,45 @@ def segment_frames(similarity: Tensor, tau: float, max_window_size: int) -> tupl
         raise ValueError(f"similarity must be a 2-D tensor (F-1, N), got {shape}")
     if isinstance(max_window_size, bool) or not isinstance(max_window_size, int) or max_window_size < 1:
         raise ValueError(f"max_window_size must be an integer >= 1, got {max_window_size!r}")
+    segments, reduced, _ = segment_frames_with_runs(similarity, tau, max_window_size)
+    return segments, reduced
+
+
+def segment_frames_with_runs(
+    similarity: Tensor, tau: float, max_window_size: int
+) -> tuple[list[tuple[int, int]], int, np.ndarray]:
+    """`segment_frames`, also returning the run lengths it used: (F-1, N) int64 numpy, run[t, p] = stable steps
+    ending at step t, clamped to the longest window span (so position p is static across a window s..e iff
+    run[e-1, p] >= e - s). One device-to-host copy of the stability mask; the DP runs on the host."""
     num_frames = similarity.shape[0] + 1
     longest = min(max_window_size, num_frames)
     if longest < 2:
-        return [(i, i) for i in range(num_frames)], 0
+        return [(i, i) for i in range(num_frames)], 0, np.zeros((num_frames - 1, similarity.shape[1]), np.int64)
 
     # run[t, p]: stable steps ending at step t. A window ending at frame e spanning k = e - s steps has
     # position p stable iff run[e-1, p] >= k. Clamp to the longest span we ever ask about.
-    run = stable_run_lengths(similarity.detach().cpu() > tau).clamp_(max=longest - 1)
+    stable = (similarity.detach() > tau).cpu()  # the one device-to-host copy
+    run = stable_run_lengths(stable).clamp_(max=longest - 1).numpy()
     num_positions = run.shape[1]
-    spans = torch.arange(1, longest, dtype=torch.int64)
+    spans = np.arange(1, longest, dtype=np.int64)
 
     # dp_shift[j] = dp[j-1] (dp[-1] = 0). The loop is over frames only; each step is vectorised over
     # window lengths, using O(N + W) memory.
-    dp_shift = torch.zeros(num_frames + 1, dtype=torch.int64)
-    dp_values = [0, 0]  # the same values as Python ints, for the scalar comparisons
+    dp_shift = np.zeros(num_frames + 1, dtype=np.int64)
     choice = [1] * num_frames
     for i in range(1, num_frames):
         widest = min(i + 1, longest)
         # #{p : run[i-1, p] >= k} for k = 1..widest-1 from a histogram of run lengths
-        below = torch.bincount(run[i - 1], minlength=longest)[: widest - 1].cumsum(0)
+        below = np.bincount(run[i - 1], minlength=longest)[: widest - 1].cumsum()
         gains = (num_positions - below) * spans[: widest - 1]  # gains[k-1] = gain(i-k, i)
         # w = 2..widest ↔ dp[i-w] = dp_shift[i+1-w]; flip so index 0 is w=2
-        candidates = dp_shift[i + 1 - widest : i].flip(0) + gains
+        candidates = dp_shift[i + 1 - widest : i][::-1] + gains
         best = int(candidates.argmax())  # first maximum = shortest window reaching it
         value = int(candidates[best])
-        if value > dp_values[i]:
+        if value > dp_shift[i]:  # dp_shift[i] = dp[i-1]: a window must be strictly better than a single frame
             choice[i] = best + 2
         else:
-            value = dp_values[i]
-        dp_values.append(value)
+            value = int(dp_shift[i])
         dp_shift[i + 1] = value
 
     segments: list[tuple[int, int]] = []
@@ -126,4 +136,4 @@ def segment_frames(similarity: Tensor, tau: float, max_window_size: int) -> tupl
         segments.append((start, end))
         end = start - 1
     segments.reverse()
-    return segments, dp_values[num_frames]
+    return segments, int(dp_shift[num_frames]), run

@@ -73,21 +73,22 @@ def visionzip_compress(
     if n_ctx == 0:
         return dominant.reshape(n_frames * n_dom, channels)
 
-    # Remaining tokens of each frame in position order (every frame has exactly N − dom of them).
-    is_dom = torch.zeros(n_frames, n_tok, dtype=torch.bool, device=features.device)
-    is_dom.scatter_(1, dom_idx, True)
+    # Remaining tokens of each frame in position order (every frame has exactly N − dom of them); stable sorts
+    # of 0/1 masks list them without data-dependent shapes (nothing read from the device).
+    is_dom = torch.zeros(n_frames, n_tok, dtype=torch.int8, device=features.device)
+    is_dom.scatter_(1, dom_idx, 1)
     n_rem = n_tok - n_dom
-    positions = torch.arange(n_tok, device=features.device).expand(n_frames, n_tok)
-    rem_idx = positions[~is_dom].view(n_frames, n_rem)
+    rem_idx = torch.sort(is_dom, dim=1, stable=True).indices[:, :n_rem]
     rem = features.gather(1, rem_idx.unsqueeze(-1).expand(-1, -1, channels)).float()  # (F, R, C)
 
     # Centres: uniform stride over the remaining tokens; the rest merge into their most similar centre.
     step = max(1, n_rem // n_ctx)
     centre_local = torch.arange(0, n_rem, step, device=features.device)[:n_ctx]
-    is_centre = torch.zeros(n_rem, dtype=torch.bool, device=features.device)
-    is_centre[centre_local] = True
-    centres = rem[:, is_centre]  # (F, ctx, C)
-    others = rem[:, ~is_centre]  # (F, R − ctx, C)
+    is_centre = torch.zeros(n_rem, dtype=torch.int8, device=features.device)
+    is_centre[centre_local] = 1
+    other_local = torch.sort(is_centre, stable=True).indices[: n_rem - n_ctx]
+    centres = rem[:, centre_local]  # (F, ctx, C)
+    others = rem[:, other_local]  # (F, R − ctx, C)
     sim = F.normalize(others, dim=-1) @ F.normalize(centres, dim=-1).transpose(1, 2)  # (F, R − ctx, ctx)
     assign = sim.argmax(dim=-1)  # first maximum → earlier centre on ties
     sums = centres.scatter_add(1, assign.unsqueeze(-1).expand(-1, -1, channels), others)

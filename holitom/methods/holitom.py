@@ -180,7 +180,7 @@ class HoliTom(Method):
                 n_keep = max(1, counts.merge_keep_count(hidden.shape[0], config.merge_ratio))
                 kept, dropped = select_kept(scores, n_keep)
                 kept_scores = scores[kept] if reference else None
-                return kept, merge_dropped(hidden, kept, dropped, config.inner_update, kept_scores)
+                return kept, merge_dropped(hidden, kept, dropped, config.inner_update, kept_scores, validate=False)
 
             stage = Stage(
                 config.merge_layer,

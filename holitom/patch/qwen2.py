@@ -115,28 +115,47 @@ def last_token_scores(
 
 
 class _Prefill:
-    """What one reduced prefill pass knows: the survivors so far and the pass's full-length arguments."""
+    """What one reduced prefill pass knows: the survivors so far and the pass's full-length arguments.
 
-    def __init__(self, visual: torch.Tensor, query_at: int, length: int, kwargs: dict[str, Any]) -> None:
-        self.visual = visual  # original positions of the visual tokens
+    The bookkeeping that decides shapes stays on the host (counts, the query's index, where the visual tokens
+    sit), so cutting reads nothing from the device. With one visual span, the surviving visual tokens are
+    always a contiguous range of the current sequence, since text before and after it is never cut.
+    """
+
+    def __init__(self, spans: list[tuple[int, int]], query_at: int, length: int, device: torch.device, kwargs: dict[str, Any]) -> None:
+        self.visual = torch.cat([torch.arange(s, s + n, device=device) for s, n in spans])  # original positions
+        self.single_span = len(spans) == 1
+        self.visual_start = spans[0][0]
+        self.visual_count = int(sum(n for _, n in spans))  # visual tokens in the current sequence
         self.query_at = query_at  # original position of the last prompt token
+        self.query_now = query_at  # its index in the current sequence
+        self.query_is_visual = any(s <= query_at < s + n for s, n in spans)
         self.length = length
-        self.alive = torch.arange(length, device=visual.device)  # original positions of the current sequence
+        self.alive = torch.arange(length, device=device)  # original positions of the current sequence
         self.full_position_embeddings = kwargs["position_embeddings"]
         self.full_position_ids = kwargs.get("position_ids")
         self.scores: torch.Tensor | None = None
         self.short: dict[str, Any] | None = None  # arguments of the layers after the last cut
 
-    def current_index(self, original: int) -> int:
-        """Index in the current sequence of a surviving original position."""
-        return int(torch.searchsorted(self.alive, torch.tensor(original, device=self.alive.device)))
-
     def visual_now(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The surviving visual tokens: (indices in the current sequence, original positions)."""
         if self.short is None:  # nothing cut yet: the current sequence is the original one
             return self.visual, self.visual
-        original = self.alive[torch.isin(self.alive, self.visual)]
+        if self.single_span:
+            now = torch.arange(self.visual_start, self.visual_start + self.visual_count, device=self.alive.device)
+            return now, self.alive[self.visual_start : self.visual_start + self.visual_count]
+        original = self.alive[torch.isin(self.alive, self.visual)]  # several spans: reads the device
         return torch.searchsorted(self.alive, original), original
+
+    def after_cut(self, kept_visual: int) -> None:
+        """Host-side bookkeeping of a cut that kept `kept_visual` of the current visual tokens."""
+        dropped = self.visual_count - kept_visual
+        if self.query_is_visual:  # the query itself may have been cut: find it (rare; reads the device)
+            at = torch.searchsorted(self.alive, torch.tensor(self.query_at, device=self.alive.device))
+            self.query_now = int(at)
+        elif self.query_at > self.visual_start:
+            self.query_now -= dropped
+        self.visual_count = kept_visual
 
 
 class InnerReduction:
@@ -216,8 +235,8 @@ class InnerReduction:
         spans = state.visual_spans or []
         if not any(spans):
             return
-        position_ids = kwargs.get("position_ids")
-        if position_ids is not None and int(position_ids[0, 0]) != 0:
+        cache = kwargs.get("past_key_values")
+        if cache is not None and cache.get_seq_length(self.first_layer) > 0:
             raise ValueError(
                 f"{self.name}: inner reduction needs a multimodal prompt in the first prefill pass of a sequence "
                 "(this one continues a cached sequence)"
@@ -232,9 +251,8 @@ class InnerReduction:
         prompt_len = int(state.prompt_lengths[0])
         if prompt_len > length:
             raise ValueError(f"{self.name}: recorded prompt length {prompt_len} exceeds the sequence length {length}")
-        visual = torch.cat([torch.arange(s, s + n, device=hidden.device) for s, n in spans[0]])
         # The last prompt token (it may itself be visual when nothing follows <image>).
-        self._pass = _Prefill(visual, prompt_len - 1, length, kwargs)
+        self._pass = _Prefill(spans[0], prompt_len - 1, length, hidden.device, kwargs)
 
     def _prefill(self, index: int, layer: nn.Module, args: tuple, kwargs: dict[str, Any]):
         run = self._pass
@@ -244,9 +262,8 @@ class InnerReduction:
         stage = self._scorers.get(index)
         if stage is not None:
             visual_now, _ = run.visual_now()
-            query_now = run.current_index(run.query_at)
             hidden = _hidden(args, kwargs)
-            run.scores = last_token_scores(layer, hidden, kwargs, query_now, visual_now, stage.reference_scores)
+            run.scores = last_token_scores(layer, hidden, kwargs, run.query_now, visual_now, stage.reference_scores)
             if stage.unmasked_score_layer:
                 # bidirectional for this one layer of the prefill (the last row, and so the scores, are unchanged)
                 kwargs.update(attention_mask=None, is_causal=False)
@@ -272,10 +289,12 @@ class InnerReduction:
         n_in = int(run.visual.numel())
         kept_local, kept_hidden = stage.reducer(hidden[0, visual], run.scores.to(hidden.device), n_in)
         run.scores = None
-        keep = torch.ones(length, dtype=torch.bool, device=hidden.device)
-        keep[visual] = False
-        keep[visual[kept_local]] = True
-        kept_now = keep.nonzero().flatten()  # indices into the current sequence
+        keep = torch.ones(length, dtype=torch.int8, device=hidden.device)
+        keep[visual] = 0
+        keep[visual[kept_local]] = 1
+        survivors = length - run.visual_count + kept_local.numel()  # known on the host
+        # a stable descending sort lists the kept positions first, ascending: no data-dependent shape
+        kept_now = torch.sort(keep, descending=True, stable=True).indices[:survivors]  # into the current sequence
         short = hidden[:, kept_now].clone()
         short[:, torch.searchsorted(kept_now, visual[kept_local])] = kept_hidden.to(short.dtype)
 
@@ -304,6 +323,7 @@ class InnerReduction:
             raise ValueError(f"{self.name}: unsupported attention mask type {type(mask).__name__} (use sdpa or eager)")
 
         run.alive = run.alive[kept_now.to(run.alive.device)]
+        run.after_cut(int(kept_local.numel()))
         run.short = replace
         self._kept.append(run.alive)
         self._prefill_len = run.length

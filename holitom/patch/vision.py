@@ -15,13 +15,14 @@ from holitom.attention import received_attention
 
 
 class VisionAttentionProbe:
-    """Installed on one host; `scores` holds (frames, patches) float32 after each tower run (reference: the
-    authors' eager arithmetic in the tower's dtype, `holitom.attention.received_attention`)."""
+    """Installed on one host; holds the (frames, patches) scores of the tower runs since the last read (the host
+    may run the tower on a video's frames in chunks). Float32, or with `reference` the authors' eager arithmetic
+    in the tower's dtype (`holitom.attention.received_attention`)."""
 
     def __init__(self, host: Any, reference: bool = False) -> None:
         self.host, self.reference = host, reference
         self.layer = host.vision_probe_layer
-        self.scores: torch.Tensor | None = None
+        self.scores: list[torch.Tensor] = []
         self.handle = self.layer.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     @torch.no_grad()
@@ -33,13 +34,14 @@ class VisionAttentionProbe:
         shape = (*x.shape[:-1], attn.num_heads, attn.head_dim)
         q = attn.q_proj(x).view(shape).transpose(1, 2)
         k = attn.k_proj(x).view(shape).transpose(1, 2)
-        self.scores = received_attention(q, k, attn.scale, reference=self.reference)
+        self.scores.append(received_attention(q, k, attn.scale, reference=self.reference))
 
     def pop(self) -> torch.Tensor:
-        if self.scores is None:
+        """(frames, patches): the scores of every tower run since the last read, in order."""
+        if not self.scores:
             raise RuntimeError("no vision attention was recorded: the vision tower has not run since the last read")
-        scores, self.scores = self.scores, None
-        return scores
+        scores, self.scores = self.scores, []
+        return torch.cat(scores) if len(scores) > 1 else scores[0]
 
     def pop_pooled(self) -> torch.Tensor:
         """The recorded scores pooled exactly like the video features: (frames, N)."""
@@ -47,4 +49,4 @@ class VisionAttentionProbe:
 
     def remove(self) -> None:
         self.handle.remove()
-        self.scores = None
+        self.scores = []

@@ -99,6 +99,7 @@ class LlavaMetaForCausalLM:
     """Mixin for the causal-LM class: visual encoding and prompt splicing."""
 
     video_token_compressor = None  # per-instance override, see module docstring
+    vision_chunk_frames = 16  # frames per pass through tower → projector → pooling (set per instance)
 
     def get_model(self):
         return self.model
@@ -140,10 +141,16 @@ class LlavaMetaForCausalLM:
         return pool_2d(features, side, stride, mode)
 
     def video_tokens(self, frames: torch.Tensor) -> torch.Tensor:
-        """One video (T, 3, H, W) → its visual token sequence (M, d), newlines included."""
+        """One video (T, 3, H, W) → its visual token sequence (M, d), newlines included.
+
+        Frames go through tower → projector → pooling `vision_chunk_frames` at a time, so the memory this
+        needs beyond its pooled output does not grow with the number of frames (the projector's output alone
+        is 729 × d per frame: 5.4 GB for 1024 frames of the 7B model, 12 GB for 72B).
+        """
         if frames.dim() != 4 or frames.shape[0] == 0:
             raise ValueError(f"a video must be a (frames, 3, H, W) tensor with ≥1 frame, got {tuple(frames.shape)}")
-        pooled = self.get_2dPool(self.encode_images(frames))
+        chunk = max(1, int(self.vision_chunk_frames))
+        pooled = torch.cat([self.get_2dPool(self.encode_images(part)) for part in frames.split(chunk)])
         newline = self.get_model().image_newline
         compressor = getattr(self, "video_token_compressor", None)
         if compressor is not None:
@@ -227,7 +234,9 @@ class LlavaMetaForCausalLM:
         else:
             had_labels = True
 
-        placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
+        # The one read of the prompt from the device: where the placeholders and the padding are.
+        host_ids, host_mask = torch.stack([input_ids, attention_mask.to(input_ids.dtype)]).tolist()
+        placeholders = sum(row.count(IMAGE_TOKEN_INDEX) for row in host_ids)
         visual = self.visual_tokens(images, modalities) if placeholders else []
         if images is not None and placeholders and len(visual) != placeholders:
             raise ValueError(
@@ -237,9 +246,13 @@ class LlavaMetaForCausalLM:
         rows_embeds, rows_labels, spans = [], [], []
         next_visual = 0
         for row in range(batch):
-            ids = input_ids[row][attention_mask[row]]
-            lab = labels[row][attention_mask[row]]
-            cut = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
+            valid = [i for i, keep in enumerate(host_mask[row]) if keep]
+            if valid and valid[-1] - valid[0] + 1 == len(valid):  # left or right padding: a slice
+                take: slice | torch.Tensor = slice(valid[0], valid[-1] + 1)
+            else:
+                take = torch.tensor(valid, dtype=torch.long, device=input_ids.device)
+            ids, lab = input_ids[row][take], labels[row][take]
+            cut = [j for j, i in enumerate(valid) if host_ids[row][i] == IMAGE_TOKEN_INDEX]
             bounds = [-1, *cut, ids.shape[0]]
             text_embeds = embed(torch.cat([ids[a + 1 : b] for a, b in zip(bounds[:-1], bounds[1:])]))
             pieces, piece_labels, row_spans, offset, text_at = [], [], [], 0, 0
