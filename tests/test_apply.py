@@ -69,18 +69,22 @@ def test_inner_merge_counts_cache_lengths_and_positions(ov_model):
     lengths = [layer.keys.shape[-2] for layer in out.past_key_values.layers]
     assert lengths == [full, full, short, short]
 
-    seen: list[torch.Tensor] = []
+    seen: list[tuple] = []
     hook = model.get_model().layers[3].register_forward_pre_hook(
-        lambda _m, _a, kw: seen.append(kw["position_ids"].clone()), with_kwargs=True
+        lambda _m, _a, kw: seen.append((kw["position_ids"], kw["position_embeddings"][0].clone())), with_kwargs=True
     )
     try:
         _generate(model, ids, frames, max_new_tokens=3, min_new_tokens=3)
     finally:
         hook.remove()
-    prefill, first_decode = seen[0], seen[1]
-    assert prefill.shape[1] == short and int(prefill[0, -1]) == full - 1  # original positions, RoPE gaps kept
-    assert bool((prefill[0, 1:] > prefill[0, :-1]).all()) and int(prefill[0].diff().max()) > 1
-    assert first_decode.tolist() == [[full]]  # decoding continues at the full-length position
+    (prefill_ids, prefill_cos), (first_ids, _) = seen[0], seen[1]
+    survivors = model.sequence_state.survivors
+    assert survivors.shape[0] == short and int(survivors[-1]) == full - 1  # original positions, RoPE gaps kept
+    assert bool((survivors[1:] > survivors[:-1]).all()) and int(survivors.diff().max()) > 1
+    rotary = model.get_model().rotary_emb
+    assert torch.equal(prefill_cos, rotary(prefill_cos, survivors[None])[0])  # rotated at those positions
+    assert prefill_ids is None  # gapped position ids would read as packed sequences under flash attention
+    assert first_ids.tolist() == [[full]]  # decoding continues at the full-length position
 
 
 def test_generate_with_and_without_cache_agree_under_merging(ov_model):

@@ -89,6 +89,18 @@ def model_context(model: Any) -> dict[str, Any]:
     }
 
 
+def _check_not_offloaded(model: Any) -> None:
+    """Refuse a device map that offloads parts to CPU or disk next to GPUs: the methods' hooks run before
+    accelerate loads offloaded weights in, so they would compute on empty (meta) tensors."""
+    devices = {str(device) for device in (getattr(model, "hf_device_map", None) or {}).values()}
+    offloaded = devices & {"cpu", "disk"}
+    if offloaded and devices - {"cpu", "disk"}:
+        raise ValueError(
+            f"the model is partly offloaded (its device_map puts modules on {' and '.join(sorted(offloaded))}): "
+            "token-reduction hooks need every layer's weights on a GPU; load it on more GPUs or in a smaller dtype"
+        )
+
+
 def install(model: Any, method: Method, config: Any) -> Any:
     """Install a validated config of `method` on a model (replacing any method installed)."""
     remove(model)
@@ -97,6 +109,7 @@ def install(model: Any, method: Method, config: Any) -> Any:
     method.check_model(config, context["num_layers"], context["layout"])
     if method.name == "vanilla":
         return model
+    _check_not_offloaded(model)
     slot["installation"] = method.install(host, config)
     return model
 

@@ -71,11 +71,20 @@ def _with_hidden(args: tuple, kwargs: dict[str, Any], hidden: torch.Tensor) -> t
     return args, kwargs
 
 
-def _as_bias(mask: torch.Tensor) -> torch.Tensor:
-    """A boolean (True = attend) or additive float mask → additive float32."""
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf"))
+def _as_bias(mask: torch.Tensor, additive: bool = True) -> torch.Tensor:
+    """A boolean (True = attend), integer (nonzero = attend) or additive float mask → additive float32.
+    `additive=False`: a float mask is a 1/0 keep mask too (a 2-D padding mask)."""
+    if mask.dtype == torch.bool or not mask.is_floating_point() or not additive:
+        return torch.zeros(mask.shape, device=mask.device).masked_fill(mask == 0, float("-inf"))
     return mask.float()
+
+
+def _key_row(mask: torch.Tensor, row: int, start: int, stop: int) -> torch.Tensor:
+    """The additive bias of query `row` over keys start..stop of a 4-D (B, 1, Q, K) attention mask or a 2-D
+    (B, K) padding mask (what flash attention gets)."""
+    if mask.dim() == 2:
+        return _as_bias(mask[:1, start:stop], additive=False)
+    return _as_bias(mask[:1, 0, row, start:stop])
 
 
 @torch.no_grad()
@@ -109,7 +118,7 @@ def last_token_scores(
     bias = None
     if isinstance(mask, torch.Tensor):
         past = mask.shape[-1] - length
-        bias = _as_bias(mask[:1, 0, query_at, past : past + query_at + 1].to(device))
+        bias = _key_row(mask, query_at, past, past + query_at + 1).to(device)
     probs = last_query_attention(q, k, attn.scaling, bias, reference=reference)
     return probs[0, visual.to(device)]
 
@@ -301,24 +310,22 @@ class InnerReduction:
         def cut(x: torch.Tensor) -> torch.Tensor:
             return x[:, kept_now.to(x.device)]
 
-        replace: dict[str, Any] = {}
+        # The layers get their positions through `position_embeddings`; position_ids go to None, since the gaps
+        # of cut original positions would make flash attention read the sequence as packed ones.
+        replace: dict[str, Any] = {"position_ids": None}
         if self.renumber:
-            new_length = kept_now.numel()
             cos, sin = run.full_position_embeddings
-            replace["position_embeddings"] = (cos[:, :new_length], sin[:, :new_length])
-            if kwargs.get("position_ids") is not None:
-                replace["position_ids"] = run.full_position_ids[:, :new_length]
+            replace["position_embeddings"] = (cos[:, : kept_now.numel()], sin[:, : kept_now.numel()])
         else:
             cos, sin = kwargs["position_embeddings"]
             replace["position_embeddings"] = (cut(cos), cut(sin))
-            if kwargs.get("position_ids") is not None:
-                replace["position_ids"] = cut(kwargs["position_ids"])
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor):
             past = mask.shape[-1] - length
             rows = kept_now.to(mask.device)
             keys = torch.cat([torch.arange(past, device=mask.device), past + rows])
-            replace["attention_mask"] = mask[:, :, rows][..., keys]
+            # a 4-D (B, 1, Q, K) mask loses rows and key columns; a 2-D (B, K) padding mask its key columns
+            replace["attention_mask"] = mask[:, keys] if mask.dim() == 2 else mask[:, :, rows][..., keys]
         elif mask is not None:
             raise ValueError(f"{self.name}: unsupported attention mask type {type(mask).__name__} (use sdpa or eager)")
 
