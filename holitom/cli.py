@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("holitom.bench", "time-to-first-token and decode speed, vanilla vs methods"),
     "tables": ("holitom_eval.report", "paper-style tables and a FLOPs-vs-accuracy plot from lmms-eval results"),
     "demo": ("holitom.demo", "tiny checkpoint + synthetic video + vanilla vs HoliTom generation (no downloads)"),
+    "smoke-setup": ("holitom_eval.smoke", "tiny checkpoint + smoke-task videos for `python -m lmms_eval` (prints the command)"),
 }
 
 

@@ -11,15 +11,22 @@ from holitom.generate import add_generate_arguments, run_generate
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="outputs/demo", help="folder for the tiny checkpoint and the video")
-    parser.add_argument("--kind", choices=("onevision", "video"), default="onevision")
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument(
+        "--out", default="outputs/demo", help="folder for the tiny checkpoint and the video (default: %(default)s)"
+    )
+    parser.add_argument("--kind", choices=("onevision", "video"), default="onevision", help="default: %(default)s")
+    parser.add_argument("--frames", type=int, default=16, help="frames sampled from the video (default: %(default)s)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from holitom.synthetic import write_synthetic_video
     from holitom.tiny import make_tiny
 
+    # every check before anything is written
+    if isinstance(args.frames, bool) or not isinstance(args.frames, int) or args.frames < 1:
+        raise ValueError(f"--frames={args.frames}: must be ≥ 1")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out={args.out!r} exists and is not a directory")
     checkpoint = os.path.join(args.out, f"tiny-{args.kind}")
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         make_tiny(checkpoint, kind=args.kind)

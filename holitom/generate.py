@@ -31,7 +31,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from llava.constants import IMAGE_TOKEN_INDEX
     from llava.conversation import conv_templates
     from llava.mm_utils import tokenizer_image_token
-    from llava.model.builder import load_pretrained_model
+    from llava.model.builder import load_pretrained_model, read_model_config
     from llava.video import load_video
 
     if args.frames < 1:
@@ -41,11 +41,13 @@ def run_generate(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
     settings = method_settings_from_args(args)
-    methods.get(args.method).make_config(settings)  # bad values fail before any loading
+    methods.get(args.method).make_config(settings)  # bad values fail before anything is read
+    overwrite = {"mm_spatial_pool_mode": args.pool_mode} if args.pool_mode else None
+    model_config = read_model_config(args.model, overwrite)
+    methods.config_for(args.method, settings, model_config)  # ... and settings that do not fit the model
 
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()
-    overwrite = {"mm_spatial_pool_mode": args.pool_mode} if args.pool_mode else None
     tokenizer, model, processor, _ = load_pretrained_model(
         args.model, None, None, device_map=device, torch_dtype=dtype, attn_implementation=args.attn, overwrite_config=overwrite
     )

@@ -142,6 +142,10 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
     """Write a tiny random checkpoint to `out_dir` and return the path."""
     from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: valid kinds are {KINDS}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"OUT_DIR={out_dir!r} exists and is not a directory")
     os.makedirs(out_dir, exist_ok=True)
     tokenizer = build_tokenizer()
     raw = tiny_config(kind)

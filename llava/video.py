@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,26 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a moment: decord's C++ logger and FFmpeg write their errors straight to
+    it (e.g. "moov atom not found"), before our one-line error says the same."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _decord_available() -> bool:
     return importlib.util.find_spec("decord") is not None
 
@@ -67,12 +89,13 @@ Picker = Callable[[int, float], np.ndarray]
 def _read_decord(path: str, pick: Picker) -> tuple[np.ndarray, int, float, np.ndarray]:
     import decord
 
-    reader = decord.VideoReader(path, ctx=decord.cpu(0))
-    total, fps = len(reader), float(reader.get_avg_fps())
-    if total == 0:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8), 0, fps, np.zeros(0, dtype=np.int64)
-    indices = pick(total, fps)
-    frames = reader.get_batch(indices.tolist()).asnumpy()
+    with _quiet_native_stderr():
+        reader = decord.VideoReader(path, ctx=decord.cpu(0))
+        total, fps = len(reader), float(reader.get_avg_fps())
+        if total == 0:
+            return np.zeros((0, 0, 0, 3), dtype=np.uint8), 0, fps, np.zeros(0, dtype=np.int64)
+        indices = pick(total, fps)
+        frames = reader.get_batch(indices.tolist()).asnumpy()
     return frames, total, fps, indices
 
 

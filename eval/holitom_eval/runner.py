@@ -321,6 +321,14 @@ def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, st
 # ---------------------------------------------------------------------------------------------- running
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a sweep: which run was going and what had finished."""
+
+    def __init__(self, run: str, outcomes: list) -> None:
+        super().__init__(run)
+        self.run, self.outcomes = run, outcomes
+
+
 @dataclass
 class Outcome:
     name: str
@@ -362,70 +370,92 @@ def execute(
 ) -> list[Outcome]:
     """Run every run of `plan` that is not finished yet; never stops at a failure."""
     env = child_env(os.environ if env is None else env, plan.env)
-    outcomes = []
+    outcomes: list[Outcome] = []
     for run in plan.runs:
-        run_dir = os.path.abspath(os.path.join(out_dir, run.name))
-        if run.error:
-            echo(f"✗ {run.name}: invalid config: {run.error}")
-            outcomes.append(Outcome(run.name, "failed", f"invalid config: {run.error}"))
-            continue
-        fingerprint = run.fingerprint(limit)
-        done_path = os.path.join(run_dir, DONE_FILE)
-        if os.path.isfile(done_path) and not force:
-            with open(done_path) as fh:
-                done = json.load(fh)
-            note = (
-                ""
-                if done.get("fingerprint") == fingerprint
-                else " (settings changed since; --force re-runs it)"
-            )
-            echo(f"• {run.name}: finished earlier, skipped{note}")
-            outcomes.append(Outcome(run.name, "skipped", note.strip(" ()")))
-            continue
-        cmd = lmms_command(
-            run,
-            run_dir,
-            python=python,
-            processes=processes,
-            cpu=cpu,
-            port=port,
-            limit=limit,
-            extra_args=extra_args,
-        )
-        if dry_run:
-            echo(f"{run.name}: {shlex.join(cmd)}")
-            outcomes.append(Outcome(run.name, "planned"))
-            continue
-        os.makedirs(run_dir, exist_ok=True)
-        for stale in [DONE_FILE, *(p.name for p in Path(run_dir).glob(records.SAMPLES_GLOB))]:
-            Path(run_dir, stale).unlink(missing_ok=True)  # records of an interrupted attempt
-        with open(os.path.join(run_dir, records.RUN_SPEC), "w") as fh:
-            record = {"name": run.name, "lmms_model": run.lmms_model, "model_args": run.model_args}
-            record.update(tasks=run.tasks, limit=limit, fingerprint=fingerprint, command=cmd)
-            json.dump(record, fh, indent=2)
-        echo(f"▶ {run.name}: {run.lmms_model} {format_model_args(run.model_args)}")
-        log_path = os.path.join(run_dir, records.RUN_LOG)
-        start = time.time()
-        with open(log_path, "w") as log:
-            log.write(f"$ {shlex.join(cmd)}\n")
-            log.flush()
-            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-        seconds = time.time() - start
-        results = _results_since(run_dir, start)
-        if code == 0 and results:
-            with open(done_path, "w") as fh:
-                json.dump({"fingerprint": fingerprint, "results": results, "seconds": seconds}, fh, indent=2)
-            echo(f"✓ {run.name} ({seconds:.0f} s)")
-            outcomes.append(Outcome(run.name, "done", seconds=seconds))
-        else:
-            why = (
-                f"exit status {code}"
-                if code
-                else "lmms-eval wrote no results (it reports errors and exits 0)"
-            )
-            echo(f"✗ {run.name}: {why}; log: {log_path}\n{_log_tail(log_path)}")
-            outcomes.append(Outcome(run.name, "failed", f"{why}; log: {log_path}", seconds))
+        try:
+            _execute_one(run, outcomes, out_dir, python, processes, cpu, limit, port, force, dry_run, extra_args, env, echo)
+        except KeyboardInterrupt:
+            raise Interrupted(run.name, outcomes) from None
     return outcomes
+
+
+def _execute_one(
+    run: Run,
+    outcomes: list[Outcome],
+    out_dir: str,
+    python: str,
+    processes: int,
+    cpu: bool,
+    limit: int | None,
+    port: int | None,
+    force: bool,
+    dry_run: bool,
+    extra_args: Sequence[str],
+    env: Mapping[str, str],
+    echo,
+) -> None:
+    """One run of `execute`: skipped, planned, failed or done, appended to `outcomes`."""
+    run_dir = os.path.abspath(os.path.join(out_dir, run.name))
+    if run.error:
+        echo(f"✗ {run.name}: invalid config: {run.error}")
+        outcomes.append(Outcome(run.name, "failed", f"invalid config: {run.error}"))
+        return
+    fingerprint = run.fingerprint(limit)
+    done_path = os.path.join(run_dir, DONE_FILE)
+    if os.path.isfile(done_path) and not force:
+        with open(done_path) as fh:
+            done = json.load(fh)
+        note = (
+            ""
+            if done.get("fingerprint") == fingerprint
+            else " (settings changed since; --force re-runs it)"
+        )
+        echo(f"• {run.name}: finished earlier, skipped{note}")
+        outcomes.append(Outcome(run.name, "skipped", note.strip(" ()")))
+        return
+    cmd = lmms_command(
+        run,
+        run_dir,
+        python=python,
+        processes=processes,
+        cpu=cpu,
+        port=port,
+        limit=limit,
+        extra_args=extra_args,
+    )
+    if dry_run:
+        echo(f"{run.name}: {shlex.join(cmd)}")
+        outcomes.append(Outcome(run.name, "planned"))
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    for stale in [DONE_FILE, *(p.name for p in Path(run_dir).glob(records.SAMPLES_GLOB))]:
+        Path(run_dir, stale).unlink(missing_ok=True)  # records of an interrupted attempt
+    with open(os.path.join(run_dir, records.RUN_SPEC), "w") as fh:
+        record = {"name": run.name, "lmms_model": run.lmms_model, "model_args": run.model_args}
+        record.update(tasks=run.tasks, limit=limit, fingerprint=fingerprint, command=cmd)
+        json.dump(record, fh, indent=2)
+    echo(f"▶ {run.name}: {run.lmms_model} {format_model_args(run.model_args)}")
+    log_path = os.path.join(run_dir, records.RUN_LOG)
+    start = time.time()
+    with open(log_path, "w") as log:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.time() - start
+    results = _results_since(run_dir, start)
+    if code == 0 and results:
+        with open(done_path, "w") as fh:
+            json.dump({"fingerprint": fingerprint, "results": results, "seconds": seconds}, fh, indent=2)
+        echo(f"✓ {run.name} ({seconds:.0f} s)")
+        outcomes.append(Outcome(run.name, "done", seconds=seconds))
+    else:
+        why = (
+            f"exit status {code}"
+            if code
+            else "lmms-eval wrote no results (it reports errors and exits 0)"
+        )
+        echo(f"✗ {run.name}: {why}; log: {log_path}\n{_log_tail(log_path)}")
+        outcomes.append(Outcome(run.name, "failed", f"{why}; log: {log_path}", seconds))
 
 
 def prepare_smoke(plan: Plan, out_dir: str, create: bool = True) -> None:
@@ -523,19 +553,29 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         f"sweep {plan.name}: {len(plan.runs)} run(s) → {os.path.abspath(out_dir)}; "
         f"{processes} process(es){' on CPU' if cpu else ''}; tasks {','.join(plan.runs[0].tasks) if plan.runs else '-'}"
     )
-    outcomes = execute(
-        plan,
-        out_dir,
-        python=python,
-        processes=processes,
-        cpu=cpu,
-        limit=limit,
-        port=_env_int(env, "PORT"),
-        force=args.force,
-        dry_run=args.dry_run,
-        extra_args=extra,
-        env=env,
-    )
+    try:
+        outcomes = execute(
+            plan,
+            out_dir,
+            python=python,
+            processes=processes,
+            cpu=cpu,
+            limit=limit,
+            port=_env_int(env, "PORT"),
+            force=args.force,
+            dry_run=args.dry_run,
+            extra_args=extra,
+            env=env,
+        )
+    except Interrupted as stop:
+        finished = [o.name for o in stop.outcomes if o.status in ("done", "skipped")]
+        print(
+            f"\nsweep {plan.name}: interrupted during {stop.run}; {len(finished)} of {len(plan.runs)} run(s) finished"
+            f"{' (' + ', '.join(finished) + ')' if finished else ''}. Run the same command again to resume: "
+            "finished runs are skipped.",
+            file=sys.stderr,
+        )
+        return 130
     if args.dry_run:
         return 0
     os.makedirs(out_dir, exist_ok=True)

@@ -66,3 +66,35 @@ def prepare_tiny_checkpoint(root: str | os.PathLike, kind: str = "onevision") ->
         shutil.rmtree(path, ignore_errors=True)  # a leftover without config.json is unfinished
         os.replace(path + ".part", path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def smoke_command(root: str, kind: str = "onevision", frames: int = 8) -> str:
+    """The lmms-eval command line that runs the smoke tasks on what `holitom smoke-setup ROOT` wrote."""
+    import shlex
+
+    root = os.path.abspath(root)
+    env = f"HF_HOME={shlex.quote(os.path.join(root, 'hf_home'))} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1"
+    args = f"pretrained={os.path.join(root, f'tiny_{kind}')},device=cpu,torch_dtype=float32,max_frames_num={frames}"
+    return (
+        f"{env} python -m lmms_eval --model holitom_llava --model_args {shlex.quote(args)} "
+        f"--tasks {','.join(SMOKE_TASKS)} --include_path {shlex.quote(TASKS_DIR)} --batch_size 1 "
+        f"--output_path {shlex.quote(os.path.join(root, 'results'))}"
+    )
+
+
+def add_smoke_setup_arguments(parser) -> None:
+    parser.add_argument("out_dir", help="folder for the tiny checkpoint (tiny_<kind>) and the videos (hf_home)")
+    parser.add_argument("--kind", choices=("onevision", "video"), default="onevision", help="default: %(default)s")
+
+
+def run_smoke_setup(args) -> int:
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise ValueError(f"OUT_DIR={args.out_dir!r} exists and is not a directory")
+    checkpoint = prepare_tiny_checkpoint(args.out_dir, args.kind)
+    hf_home = prepare_smoke_data(args.out_dir)
+    print(f"tiny {args.kind} checkpoint: {checkpoint}\nsmoke videos: {hf_home}\nrun the smoke tasks with:\n")
+    print(smoke_command(args.out_dir, args.kind))
+    return 0

@@ -101,6 +101,18 @@ def _check_not_offloaded(model: Any) -> None:
         )
 
 
+def config_for(name: str, settings: dict[str, Any], model_config: Any) -> Any:
+    """The config `apply_method` would install on a model with this (transformers) config, checked before
+    any weights are loaded: presets of its published shape, its depth, its newline layout."""
+    from holitom.shapes import match_shape
+
+    method = get(name)
+    layout = getattr(model_config, "mm_newline_position", None) or "one_token"
+    return method.make_config(
+        settings, shape=match_shape(model_config), num_layers=model_config.num_hidden_layers, layout=layout
+    )
+
+
 def install(model: Any, method: Method, config: Any) -> Any:
     """Install a validated config of `method` on a model (replacing any method installed)."""
     remove(model)

@@ -4,6 +4,7 @@ pooled video tokens, and optional inner-LLM merging at decoder layer K. The algo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,6 +62,11 @@ class HoliTomConfig:
         check_share(owner, "retain_ratio", self.retain_ratio)
         if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or not math.isfinite(self.tau):
             raise ValueError(f"{owner}.tau={self.tau!r}: must be a finite number")
+        if self.tau > 1 or self.tau <= -1:
+            effect = "no two frames are similar enough: temporal merging is off" if self.tau > 1 else (
+                "every position counts as static in every window"
+            )
+            warnings.warn(f"{owner}.tau={self.tau!r} is outside (−1, 1]: {effect}", UserWarning, stacklevel=3)
         check_share(owner, "beta", self.beta, low_open=False)
         check_share(owner, "contextual_share", self.contextual_share, low_open=False)
         check_int(owner, "knn", self.knn, 1)
@@ -102,7 +108,7 @@ class HoliTom(Method):
     summary = "HoliTom: temporal + spatial merging before the LLM, optional merging inside it at layer K"
     acts = "before the LLM (+ inside it at layer K)"
     config_class = HoliTomConfig
-    identity_settings = {"retain_ratio": 1.0, "tau": 1.5, "merge_layer": None}
+    identity_settings = {"retain_ratio": 1.0, "max_window_size": 1, "merge_layer": None}
     paper_labels = ("HoliTom (w/o M)", "HoliTom")
     label_keys = ("merge_layer", "merge_ratio")
     relative_layers = True

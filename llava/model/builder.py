@@ -30,6 +30,17 @@ def _resolve_dtype(torch_dtype: Any) -> Any:
     raise ValueError(f"torch_dtype={torch_dtype!r} is not supported; valid: {sorted(DTYPES)} or a torch.dtype")
 
 
+def check_attn_implementation(attn_implementation: str | None) -> None:
+    """One line instead of a transformers traceback when flash attention is asked for but not installed."""
+    import importlib.util
+
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError(
+            "attn_implementation='flash_attention_2': flash-attn is not installed: `pip install -e .[gpu]` on a "
+            "CUDA machine, or use sdpa"
+        )
+
+
 def check_checkpoint_dir(path: str) -> None:
     """Name the missing file of a local checkpoint directory instead of failing deep inside transformers."""
     if not os.path.isdir(path):
@@ -68,6 +79,19 @@ def load_config(model_path: str, overwrite_config: dict[str, Any] | None = None,
     return config
 
 
+def read_model_config(
+    model_path: str, overwrite_config: dict[str, Any] | None = None, **hub_kwargs: Any
+) -> LlavaQwenConfig:
+    """The checkpoint's config without its weights (a local directory is checked file by file first), so
+    settings can be checked before anything large is loaded."""
+    if os.path.isdir(model_path) or model_path.startswith((".", "/", "~")):
+        check_checkpoint_dir(os.path.expanduser(model_path))
+    try:
+        return load_config(model_path, overwrite_config, **hub_kwargs)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load checkpoint {model_path!r}: {exc}") from exc
+
+
 def load_pretrained_model(
     model_path: str,
     model_base: str | None,
@@ -93,21 +117,18 @@ def load_pretrained_model(
         attn_implementation = "flash_attention_2"
     if model_base is not None:
         raise ValueError("model_base (LoRA / projector-only checkpoints) is not supported: pass a merged checkpoint")
+    check_attn_implementation(attn_implementation)
     hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
     if kwargs:
         logger.warning("load_pretrained_model ignores unsupported arguments: %s", sorted(kwargs))
-    if os.path.isdir(model_path) or model_path.startswith((".", "/", "~")):
-        check_checkpoint_dir(os.path.expanduser(model_path))
-
     if customized_config is not None:
+        if os.path.isdir(model_path) or model_path.startswith((".", "/", "~")):
+            check_checkpoint_dir(os.path.expanduser(model_path))
         config = customized_config
         for key, value in (overwrite_config or {}).items():
             setattr(config, key, value)
     else:
-        try:
-            config = load_config(model_path, overwrite_config, **hub_kwargs)
-        except OSError as exc:
-            raise FileNotFoundError(f"cannot load checkpoint {model_path!r}: {exc}") from exc
+        config = read_model_config(model_path, overwrite_config, **hub_kwargs)
 
     dtype = _resolve_dtype(torch_dtype)
     load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype}

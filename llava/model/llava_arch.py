@@ -150,7 +150,15 @@ class LlavaMetaForCausalLM:
         if frames.dim() != 4 or frames.shape[0] == 0:
             raise ValueError(f"a video must be a (frames, 3, H, W) tensor with ≥1 frame, got {tuple(frames.shape)}")
         chunk = max(1, int(self.vision_chunk_frames))
-        pooled = torch.cat([self.get_2dPool(self.encode_images(part)) for part in frames.split(chunk)])
+        pooled = None
+        for start in range(0, frames.shape[0], chunk):
+            part = self.get_2dPool(self.encode_images(frames[start : start + chunk]))
+            if start == 0 and part.shape[0] == frames.shape[0]:
+                pooled = part  # one chunk: no copy
+                break
+            if pooled is None:  # written chunk by chunk: never the chunks and their concatenation at once
+                pooled = part.new_empty(frames.shape[0], *part.shape[1:])
+            pooled[start : start + part.shape[0]] = part
         newline = self.get_model().image_newline
         compressor = getattr(self, "video_token_compressor", None)
         if compressor is not None:

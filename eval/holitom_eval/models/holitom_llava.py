@@ -44,6 +44,12 @@ from holitom_eval.settings import PluginSettings, parse_model_args
 STATS_ENV = "HOLITOM_STATS_DIR"
 
 
+class MissingVideo(SystemExit):
+    """A video a request needs is missing or unreadable: the run stops with a non-zero exit status and this
+    message. (lmms-eval catches every Exception around an evaluation, prints it and exits 0; a SystemExit
+    passes through, so a run with missing data can never look finished.)"""
+
+
 class HoliTomLlava(lmms):
     """LLaVA-OneVision / LLaVA-Video (our `llava` package) with vanilla, HoliTom, VisionZip or FastV."""
 
@@ -68,8 +74,12 @@ class HoliTomLlava(lmms):
             "float16" if (device_map == "auto" or device.startswith("cuda")) else "float32"
         )
 
-        from llava.model.builder import load_pretrained_model
+        from holitom import methods
+        from llava.model.builder import load_pretrained_model, read_model_config
 
+        # settings that cannot apply to this checkpoint fail before any weights are loaded
+        config = read_model_config(s.pretrained, dict(s.overwrite_config) or None)
+        methods.config_for(s.method, s.method_settings, config)
         self._tokenizer, self._model, self._image_processor, self._max_length = load_pretrained_model(
             s.pretrained,
             None,
@@ -257,9 +267,9 @@ class HoliTomLlava(lmms):
         path = os.fspath(path)
         if not os.path.isfile(path):
             hf_home = os.path.expanduser(os.environ.get("HF_HOME", "~/.cache/huggingface"))
-            raise FileNotFoundError(
-                f"task {task!r}, doc {doc_id}: video not found at {path} (the path lmms-eval's task built; "
-                f"task videos live under HF_HOME={hf_home}). Download and unpack the benchmark videos there "
+            raise MissingVideo(
+                f"holitom_llava: task {task!r}, doc {doc_id}: video not found at {path} (the path lmms-eval's task "
+                f"built; task videos live under HF_HOME={hf_home}). Download and unpack the benchmark videos there "
                 f"(see docs/reproduce.md)"
             )
         try:
@@ -267,7 +277,7 @@ class HoliTomLlava(lmms):
                 path, self.max_frames_num, backend=self.settings.video_backend, fps=self.settings.video_fps
             )
         except VideoLoadError as exc:
-            raise ValueError(f"task {task!r}, doc {doc_id}: {exc}") from exc
+            raise MissingVideo(f"holitom_llava: task {task!r}, doc {doc_id}: {exc}") from None
         pixels = self._image_processor.preprocess(frames, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.device, dtype=self.model.dtype)
 
@@ -297,11 +307,13 @@ class HoliTomLlava(lmms):
         doc = self.task_dict[task][split][doc_id]
         try:
             return doc_to_visual(doc)
+        except MissingVideo:
+            raise
         except SystemExit as exc:
-            # Some task utils (egoschema, videomme) sys.exit() with the missing path; make it an error.
+            # Some task utils (egoschema, videomme) sys.exit() with the missing path: say what it means.
             hf_home = os.path.expanduser(os.environ.get("HF_HOME", "~/.cache/huggingface"))
-            raise FileNotFoundError(
-                f"task {task!r}, doc {doc_id}: {exc.code} (task videos live under HF_HOME={hf_home}; "
+            raise MissingVideo(
+                f"holitom_llava: task {task!r}, doc {doc_id}: {exc.code} (task videos live under HF_HOME={hf_home}; "
                 "see docs/reproduce.md)"
             ) from None
 
