@@ -1,9 +1,8 @@
 """Token counts: every budget, kept count and FLOPs token count of every method, with one rounding rule.
 
 The rule is the authors' (and the official baselines'): Python's `math.ceil`, built-in `round` (half to
-even) or `int` of the float product, with no snapping of binary error. So 196 × 0.15 = 29.400000000000002
-gives a budget of 30, 45 × 0.7 = 31.499999999999996 rounds to 31 and 100 × 0.07 = 7.000000000000001 gives a
-budget of 8, exactly as the reference code counts. Pure Python: no torch.
+even) or `int` of the float product, with no snapping of binary error. So 45 × 0.7 = 31.499999999999996
+rounds to 31 and 100 × 0.07 = 7.000000000000001 gives a budget of 8, exactly as the reference code counts. Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -75,3 +74,56 @@ def after_merge_flops_count(n: int, merge_ratio: float) -> int:
     """
     _check_count("n", n)
     return n - round(n * check_share("merge_ratio", merge_ratio, high_open=True))
+
+
+# ---- PDrop and DyCoke (torch-free, so FLOPs schedules need no torch)
+
+
+def pdrop_keep_ratios(lam: float, stages: int) -> tuple[float, ...]:
+    """Cumulative keep ratios of the stages: (λ, λ², ..., λ^stages), each λ**s in double precision."""
+    check_share("lam", lam, low_open=True)
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 0:
+        raise ValueError(f"stages={stages!r}: must be an integer ≥ 0")
+    return tuple(lam**s for s in range(1, stages + 1))
+
+
+def pdrop_keep_counts(n_visual: int, lam: float, stages: int) -> tuple[int, ...]:
+    """Visual tokens kept from each stage on: int(N·λ^s) of the N that entered the LLM (the official count).
+
+    E.g. N = 6272, λ = 0.5, 3 stages → (3136, 1568, 784); N = 11648 → (5824, 2912, 1456).
+    """
+    return tuple(floor_share(n_visual, ratio) for ratio in pdrop_keep_ratios(lam, stages))
+
+
+def dycoke_keep(n_tokens: int, prune: float) -> int:
+    """Positions a pruned frame keeps: int((1 − K)·N), the official count (K=0.7, N=196 → 58)."""
+    check_share("prune", prune)
+    return floor_share(n_tokens, 1.0 - prune)
+
+
+def dycoke_reference_frames(num_frames: int, all_quads: bool = True) -> list[int]:
+    """For every frame, the frame its tokens are compared with, or −1 for a frame kept whole.
+
+    Pairs (2j, 2j+1): 2j whole, 2j+1 → 2j. Quads i = 0, 4, ...: i+2 → i, for every i whose i+2 starts a pair
+    (all_quads) or only while i < F − 4 (the official bound). An odd last frame → the frame before it (ours).
+    E.g. F = 8: [−1, 0, 0, 2, −1, 4, 4, 6] (all_quads) and [−1, 0, 0, 2, −1, 4, −1, 6] (official bound).
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames={num_frames!r}: must be an integer ≥ 1")
+    paired = num_frames - num_frames % 2
+    refs = [-1 if f % 2 == 0 else f - 1 for f in range(paired)]
+    limit = paired - 2 if all_quads else num_frames - 4
+    for i in range(0, max(limit, 0), 4):
+        refs[i + 2] = i
+    if num_frames % 2:
+        refs.append(num_frames - 2 if num_frames > 1 else -1)
+    return refs
+
+
+def dycoke_token_count(num_frames: int, n_tokens: int, prune: float, all_quads: bool = True) -> int:
+    """Tokens stage 1 keeps for a video: N per whole frame + keep per pruned frame.
+
+    F = 32, N = 196: K = 1.0 → 1568 (all quads; 25 %) or 1764 (official bound); K = 0.7 → 2960 / 3098."""
+    refs = dycoke_reference_frames(num_frames, all_quads)
+    keep = dycoke_keep(n_tokens, prune)
+    return sum(n_tokens if r < 0 else keep for r in refs)

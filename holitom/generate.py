@@ -10,7 +10,11 @@ from holitom.methods.arguments import add_method_arguments, method_settings_from
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. lmms-lab/llava-onevision-qwen2-7b-ov)")
+    parser.add_argument(
+        "--model", required=True,
+        help="checkpoint directory or hub id: lmms-lab (e.g. lmms-lab/llava-onevision-qwen2-7b-ov) or transformers' "
+        "llava-hf (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf), told apart by the config's model_type",
+    )  # fmt: skip
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--question", default="Describe this video.", help="question about the video")
     parser.add_argument("--frames", type=int, default=32, help="frames sampled uniformly (paper: 32 OV, 64 LLaVA-Video)")
@@ -27,10 +31,8 @@ def run_generate(args: argparse.Namespace) -> int:
     import torch
 
     import holitom
-    from holitom import methods
-    from llava.constants import IMAGE_TOKEN_INDEX
+    from holitom import hf_onevision, methods
     from llava.conversation import conv_templates
-    from llava.mm_utils import tokenizer_image_token
     from llava.model.builder import load_pretrained_model, read_model_config
     from llava.video import load_video
 
@@ -42,36 +44,61 @@ def run_generate(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
     settings = method_settings_from_args(args)
     methods.get(args.method).make_config(settings)  # bad values fail before anything is read
+    # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
+    on_hf = hf_onevision.checkpoint_model_type(args.model) == hf_onevision.MODEL_TYPE
+    if on_hf and args.pool_mode:
+        raise ValueError("--pool-mode: transformers' LLaVA-OneVision always pools bilinearly")
     overwrite = {"mm_spatial_pool_mode": args.pool_mode} if args.pool_mode else None
-    model_config = read_model_config(args.model, overwrite)
+    model_config = hf_onevision.read_config(args.model) if on_hf else read_model_config(args.model, overwrite)
     methods.config_for(args.method, settings, model_config)  # ... and settings that do not fit the model
 
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()
-    tokenizer, model, processor, _ = load_pretrained_model(
-        args.model, None, None, device_map=device, torch_dtype=dtype, attn_implementation=args.attn, overwrite_config=overwrite
-    )
+    if on_hf:
+        tokenizer, model = hf_onevision.load_model(args.model, device_map=device, torch_dtype=dtype, attn_implementation=args.attn)
+        processor = hf_onevision.frame_processor(args.model)
+    else:
+        tokenizer, model, processor, _ = load_pretrained_model(
+            args.model, None, None, device_map=device, torch_dtype=dtype, attn_implementation=args.attn, overwrite_config=overwrite
+        )
     holitom.apply_method(model, args.method, **settings)
     load_s = time.perf_counter() - t0
 
     pixels = processor.preprocess(frames, return_tensors="pt")["pixel_values"].to(device=device, dtype=model.dtype)
+    placeholder = hf_onevision.VIDEO_TOKEN if on_hf else "<image>"
     conv = conv_templates[args.conv_template].copy()
-    conv.append_message(conv.roles[0], "<image>\n" + args.question)
+    conv.append_message(conv.roles[0], f"{placeholder}\n{args.question}")
     conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None].to(device)
+    pad = tokenizer.pad_token_id
+    decoding = {"do_sample": False, "max_new_tokens": args.max_new_tokens, "pad_token_id": pad}
+    if on_hf:
+        inputs = hf_onevision.video_inputs(tokenizer, model.config, conv.get_prompt(), [pixels])
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+
+        def run() -> torch.Tensor:  # transformers returns the prompt too
+            return model.generate(**inputs, **decoding)[:, inputs["input_ids"].shape[1] :]
+    else:
+        from llava.constants import IMAGE_TOKEN_INDEX
+        from llava.mm_utils import tokenizer_image_token
+
+        ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None].to(device)
+
+        def run() -> torch.Tensor:
+            return model.generate(ids, images=[pixels], modalities=["video"], **decoding)
 
     on_cuda = torch.device(device).type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if on_cuda else (lambda: None)
     sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(ids, images=[pixels], modalities=["video"], do_sample=False, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        out = run()
     sync()
     gen_s = time.perf_counter() - t0
     answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
 
     stats = holitom.stats(model)
     print(f"video: {args.video} ({info['total_frames']} frames, {len(frames)} sampled, backend {info['backend']})")
+    print(f"model: {args.model} ({'transformers LlavaOnevisionForConditionalGeneration' if on_hf else 'llava'})")
     print(f"method: {stats.method} {stats.settings if stats.settings else ''}".rstrip())
     stages = "".join(f" → surviving layer {s['layer']}: {s['visual_kept']}" for s in stats.stages)
     print(f"visual tokens: pooled {stats.pooled_tokens} → entering the LLM {stats.visual_tokens}{stages}")
@@ -81,6 +108,13 @@ def run_generate(args: argparse.Namespace) -> int:
                 f"holitom outer: {outer['segments']} temporal segments, {outer['reduced']} tokens merged in time, "
                 f"ρ'={outer['adjusted_ratio']:.3f}, {outer['static']} static + {outer['dynamic']} dynamic tokens"
             )
+        else:
+            details = ", ".join(
+                f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                for key, value in outer.items()
+                if key != "method"
+            )
+            print(f"{outer.get('method', stats.method)} outer: {details}")
     if stats.decode:
         d = stats.decode
         print(

@@ -73,15 +73,7 @@ def _validate(features: Tensor, attention: Tensor, config: HoliTomConfig, newlin
         raise ValueError(f"attention must have shape (F, N) = {(num_frames, num_tokens)}, got {shape}")
     if not isinstance(config, HoliTomConfig):
         raise ValueError(f"config must be a HoliTomConfig, got {type(config).__name__}")
-    if newline is None:
-        return 0
-    if not isinstance(newline, Tensor) or tuple(newline.shape) != (channels,):
-        shape = tuple(newline.shape) if isinstance(newline, Tensor) else type(newline).__name__
-        raise ValueError(f"newline must have shape (C,) = ({channels},), got {shape}")
-    side = math.isqrt(num_tokens)
-    if side * side != num_tokens:
-        raise ValueError(f"features: the grid layout (newline given) needs N = side², got N={num_tokens}")
-    return side
+    return grid_side(num_tokens, channels, newline)
 
 
 @dataclass
@@ -241,6 +233,20 @@ def compress_video_with_info(
         num_contextual=sum(seg.contextual * seg.width for seg in plan if seg.budget),
         num_newlines=num_newlines,
     )
+
+
+def grid_side(num_tokens: int, channels: int, newline: Tensor | None) -> int:
+    """The grid side of a frame's N tokens for the LLaVA-Video `grid` layout (a newline vector given), 0 for the
+    `one_token` layout (None). Checks the newline is (C,) and N a square."""
+    if newline is None:
+        return 0
+    if not isinstance(newline, Tensor) or tuple(newline.shape) != (channels,):
+        shape = tuple(newline.shape) if isinstance(newline, Tensor) else type(newline).__name__
+        raise ValueError(f"newline must have shape (C,) = ({channels},), got {shape}")
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"features: the grid layout (newline given) needs N = side², got N={num_tokens}")
+    return side
 
 
 def grid_layout(

@@ -76,6 +76,8 @@ def shape_from_config(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) 
     frame on the SigLIP 27×27 grid (a `vision_config` or `mm_vision_tower_config` with image_size and
     patch_size overrides the grid): bilinear → ceil(27/2)² = 196, average/max → floor(27/2)² = 169.
     The name is the published shape it matches (same LM sizes and layout), else the given path or "config".
+    A transformers LLaVA-OneVision config (llava-hf: `text_config`, `vision_config`) reads as the OneVision
+    layout it implements: bilinear pooling, stride 2, one newline.
     """
     if isinstance(path_or_dict, Mapping):
         cfg, name = dict(path_or_dict), "config"
@@ -87,6 +89,7 @@ def shape_from_config(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) 
         with open(file, encoding="utf-8") as fh:
             cfg = json.load(fh)
         name = path
+    cfg = _flatten_hf_onevision(cfg)
     missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size") if k not in cfg]
     if missing:
         raise ValueError(f"{name}: config lacks {missing} (not a LLaVA/Qwen2 config?)")
@@ -127,12 +130,42 @@ def shape_from_config(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) 
     return shape
 
 
-def match_shape(shape_or_config: ModelShape | Any) -> str | None:
-    """The published shape with the same LM sizes and layout as a ModelShape or a model config, if any."""
+def _flatten_hf_onevision(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A llava-hf config dict in our flat field names (LM sizes at the top, the pooling it hard-codes)."""
+    if cfg.get("model_type") != "llava_onevision":
+        return cfg
+    text = cfg.get("text_config")
+    if not isinstance(text, Mapping):
+        raise ValueError("llava_onevision config lacks text_config")
+    return {
+        **text,
+        "mm_spatial_pool_mode": "bilinear",
+        "mm_spatial_pool_stride": 2,
+        "mm_newline_position": "one_token",
+        "vision_config": cfg.get("vision_config"),
+    }
+
+
+def language_config(config: Any) -> Any:
+    """The language model's part of a model config: transformers' LLaVA-OneVision nests it as `text_config`;
+    our llava configs are the Qwen2 config itself."""
+    text = getattr(config, "text_config", None)
+    return config if text is None else text
+
+
+def newline_layout(config: Any) -> str:
+    """A model config's newline layout (transformers' LLaVA-OneVision: one newline after a video)."""
+    return getattr(config, "mm_newline_position", None) or "one_token"
+
+
+def match_shape(shape_or_config: ModelShape | Any, layout: str | None = None) -> str | None:
+    """The published shape with the same LM sizes and layout as a ModelShape or a model config, if any
+    (`layout` overrides the config's newline layout)."""
     if isinstance(shape_or_config, ModelShape):
         key = (shape_or_config.hidden, shape_or_config.ffn, shape_or_config.num_layers, shape_or_config.kind)
     else:
-        layout = getattr(shape_or_config, "mm_newline_position", None) or "one_token"
+        shape_or_config = language_config(shape_or_config)
+        layout = layout or newline_layout(shape_or_config)
         key = (
             shape_or_config.hidden_size,
             shape_or_config.intermediate_size,

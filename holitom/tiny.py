@@ -8,6 +8,10 @@ grouped-query attention (4 query heads, 2 KV heads).
 
 One field is not in the published configs: `mm_vision_tower_config`, the tiny SigLIP's own config
 (the real tower's config is known by name; a tiny tower has no hub repo to read it from).
+
+`--kind onevision-hf` writes the same OneVision model in transformers' llava-hf layout instead
+(`holitom.hf_onevision`): config.json with `text_config` / `vision_config`, the llava-hf weight names, the
+tokenizer with `<image>` and `<video>` added, and the processor files.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import torch
 
-KINDS = ("onevision", "video")
+KINDS = ("onevision", "video", "onevision-hf")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 # Text for the tiny tokenizer's merges: chat-like English about videos, enough for a few hundred merges.
@@ -33,8 +37,24 @@ The camera pans slowly over the city at night. Children are playing football on 
 """
 
 
+# The llava-hf chat template's prompt layout: each turn "<|im_start|>{role}\n", then "<image>\n" per image,
+# "<video>\n" per video, the text, "<|im_end|>\n"; the generation prompt "<|im_start|>assistant\n".
+HF_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] if item['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
+    "{% for item in message['content'] if item['type'] == 'video' %}{{ '<video>\n' }}{% endfor %}"
+    "{% for item in message['content'] if item['type'] == 'text' %}{{ item['text'] }}{% endfor %}"
+    "{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
 def tiny_config(kind: str = "onevision") -> dict[str, Any]:
-    """config.json for a tiny checkpoint: the published field names, small sizes."""
+    """config.json for a tiny checkpoint (lmms-lab layout): the published field names, small sizes."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: valid kinds are {KINDS}")
     video = kind == "video"
@@ -138,21 +158,16 @@ def build_tokenizer(vocab_size: int = 600):
     return tokenizer
 
 
-def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_size: str = "400KB") -> str:
-    """Write a tiny random checkpoint to `out_dir` and return the path."""
+def _random_llava(kind: str, seed: int) -> tuple[dict[str, Any], Any, Any]:
+    """(config.json dict, tokenizer, model) of a tiny random checkpoint in our llava layout."""
     from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: valid kinds are {KINDS}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"OUT_DIR={out_dir!r} exists and is not a directory")
-    os.makedirs(out_dir, exist_ok=True)
     tokenizer = build_tokenizer()
     raw = tiny_config(kind)
     ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     raw["bos_token_id"], raw["eos_token_id"] = ids[0], ids[2]
-    if len(tokenizer) > raw["vocab_size"]:
-        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, more than vocab_size {raw['vocab_size']}")
+    if len(tokenizer) + 2 > raw["vocab_size"]:  # room for <image> and <video> in the llava-hf layout
+        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, too many for vocab_size {raw['vocab_size']}")
 
     config = LlavaQwenConfig(**{k: v for k, v in raw.items() if k != "model_type"})
     with torch.random.fork_rng(devices=[]):  # construction's random init must not move the caller's RNG
@@ -170,7 +185,10 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
                 param.fill_(1.0)
             else:
                 param.zero_()
-    model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    return raw, tokenizer, model
+
+
+def _write_tokenizer(tokenizer: Any, out_dir: str) -> None:
     tokenizer.save_pretrained(out_dir)
     # The published repos also ship the slow-tokenizer files; write them from the same BPE model.
     bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
@@ -179,17 +197,120 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
     with open(os.path.join(out_dir, "merges.txt"), "w") as fh:
         fh.write("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in bpe["merges"]))
 
+
+def _write_json(out_dir: str, name: str, value: Any) -> None:
+    with open(os.path.join(out_dir, name), "w") as fh:
+        json.dump(value, fh, indent=2)
+
+
+def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_size: str = "400KB") -> str:
+    """Write a tiny random checkpoint to `out_dir` and return the path. `onevision-hf` is the `onevision`
+    model of the same seed (the same weights) in the llava-hf layout."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: valid kinds are {KINDS}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"OUT_DIR={out_dir!r} exists and is not a directory")
+    os.makedirs(out_dir, exist_ok=True)
+    if kind == "onevision-hf":
+        return _make_tiny_hf(out_dir, seed, max_shard_size)
+    raw, tokenizer, model = _random_llava(kind, seed)
+    model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    _write_tokenizer(tokenizer, out_dir)
     # config.json exactly as published: model_type "llava", our field names, no transformers extras.
-    with open(os.path.join(out_dir, "config.json"), "w") as fh:
-        json.dump(raw, fh, indent=2)
-    with open(os.path.join(out_dir, "generation_config.json"), "w") as fh:
-        json.dump({"bos_token_id": ids[0], "eos_token_id": [ids[2], ids[0]], "pad_token_id": ids[0]}, fh, indent=2)
+    _write_json(out_dir, "config.json", raw)
+    bos, eos = raw["bos_token_id"], raw["eos_token_id"]
+    _write_json(out_dir, "generation_config.json", {"bos_token_id": bos, "eos_token_id": [eos, bos], "pad_token_id": bos})
     return out_dir
+
+
+def _make_tiny_hf(out_dir: str, seed: int, max_shard_size: str) -> str:
+    """The tiny OneVision checkpoint in the llava-hf layout (see `holitom.hf_onevision`)."""
+    from huggingface_hub import save_torch_state_dict
+    from tokenizers import AddedToken
+
+    from holitom.hf_onevision import IMAGE_TOKEN, VIDEO_TOKEN, hf_config_from_llava, hf_state_dict
+
+    raw, tokenizer, model = _random_llava("onevision", seed)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in (IMAGE_TOKEN, VIDEO_TOKEN)], special_tokens=True)
+    image_id, video_id = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, VIDEO_TOKEN])
+    config = hf_config_from_llava(model.config, model.get_vision_tower().config, image_id, video_id)
+    config.architectures = ["LlavaOnevisionForConditionalGeneration"]
+    config.save_pretrained(out_dir)
+    state = {k: v.contiguous() for k, v in hf_state_dict(model.state_dict(), published=True).items()}
+    save_torch_state_dict(state, out_dir, max_shard_size=max_shard_size)
+    _write_tokenizer(tokenizer, out_dir)
+    bos, eos = raw["bos_token_id"], raw["eos_token_id"]
+    _write_json(out_dir, "generation_config.json", {"bos_token_id": bos, "eos_token_id": [eos, bos], "pad_token_id": bos})
+    side = model.get_vision_tower().config.image_size
+    pixels = {
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "processor_class": "LlavaOnevisionProcessor",
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"height": side, "width": side},
+    }
+    _write_json(out_dir, "preprocessor_config.json", {
+        **pixels, "do_pad": True, "image_grid_pinpoints": raw["image_grid_pinpoints"],
+        "image_processor_type": "LlavaOnevisionImageProcessor",
+    })  # fmt: skip
+    _write_json(out_dir, "video_preprocessor_config.json", {**pixels, "video_processor_type": "LlavaOnevisionVideoProcessor"})
+    patches = (side // model.get_vision_tower().config.patch_size) ** 2
+    _write_json(out_dir, "processor_config.json", {
+        "num_image_tokens": patches, "processor_class": "LlavaOnevisionProcessor",
+        "vision_aspect_ratio": "anyres_max_9", "vision_feature_select_strategy": "full",
+    })  # fmt: skip
+    _write_json(out_dir, "chat_template.json", {"chat_template": HF_CHAT_TEMPLATE})
+    return out_dir
+
+
+def make_tiny_siglip(
+    out_dir: str, layout: str = "siglip", width: int = 32, heads: int = 2, head: bool = True, seed: int = 0
+) -> str:
+    """A tiny random SigLIP checkpoint with its MAP head, the part of SigLIP that LLaVA drops and FastVID
+    needs (`fastvid_siglip=OUT_DIR`); the tower width matches the tiny LLaVA checkpoints' (32).
+
+    layout "siglip": the published google/siglip-so400m-patch14-384 layout (a SiglipModel: vision_model.head.*,
+    a text tower, model_type siglip); "vision": transformers' SiglipVisionModel (head.*, siglip_vision_model).
+    """
+    from transformers import SiglipConfig, SiglipModel, SiglipVisionConfig, SiglipVisionModel
+
+    if layout not in ("siglip", "vision"):
+        raise ValueError(f"layout={layout!r}: valid layouts are 'siglip' and 'vision'")
+    vision = {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 3,
+        "num_attention_heads": heads,
+        "image_size": 384,
+        "patch_size": 14,
+        "vision_use_head": head,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if layout == "siglip":
+            text = {"hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 1,
+                    "num_attention_heads": heads, "vocab_size": 64, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}  # fmt: skip
+            model = SiglipModel(SiglipConfig(vision_config=vision, text_config=text))
+        else:
+            model = SiglipVisionModel(SiglipVisionConfig(**vision))
+        if head:  # a sharper probe, so the head's attention is far from uniform
+            with torch.no_grad():
+                (model.vision_model if layout == "siglip" else model).head.probe.mul_(4.0)
+    model.save_pretrained(str(out_dir))
+    return str(out_dir)
 
 
 def add_make_tiny_arguments(parser) -> None:
     parser.add_argument("out_dir", help="directory to write the checkpoint to")
-    parser.add_argument("--kind", choices=KINDS, default="onevision", help="OneVision (one_token, bilinear) or LLaVA-Video (grid, average)")
+    parser.add_argument(
+        "--kind", choices=KINDS, default="onevision",
+        help="OneVision (one_token, bilinear), LLaVA-Video (grid, average), or OneVision in transformers' llava-hf layout",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -1,4 +1,5 @@
-"""Benchmark HoliTom outer-LLM merging (`holitom.outer.compress_video`) on CPU.
+"""Benchmark the before-LLM compression of HoliTom (`holitom.outer.compress_video`), PruneVid and FastVID
+side by side on CPU.
 
 Each size runs in its own subprocess so its memory figure is clean. Inputs are synthetic but shaped like
 real videos: x[t+1] = x[t] + s_p·noise with a per-position noise scale s_p (some positions static, some
@@ -11,7 +12,12 @@ Reported per size:
         call's output and working tensors are, and so is memory the allocator keeps after a free.
   input: size of the feature tensor.
 
-Usage: python scripts/bench_outer.py [--threads N] [--repeats 5] [--scaling-frames 64,128,256,512,1024]
+FastVID also takes its SigLIP head's per-frame attention and pooled output: stand-ins here (random attention,
+each frame's mean token as its descriptor); the head itself is not part of the timed stage, as the SigLIP
+attention probe is not part of HoliTom's.
+
+Usage: python scripts/bench_outer.py [--methods holitom,prunevid,fastvid] [--threads N] [--repeats 5]
+       [--scaling-frames 64,128,256,512,1024]
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from holitom.config import HoliTomConfig  # noqa: E402
-from holitom.outer import compress_video_with_info  # noqa: E402
+
+METHODS = ("holitom", "prunevid", "fastvid")
 
 
 def make_video(num_frames: int, num_tokens: int, channels: int, seed: int = 0, cut: int = 12) -> torch.Tensor:
@@ -50,42 +57,70 @@ def rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def compressor(args: argparse.Namespace, x: torch.Tensor):
+    """The method's compression of this video as a call returning (tokens out, segments)."""
+    gen = torch.Generator().manual_seed(1)
+    attention = torch.rand(args.frames, args.tokens, generator=gen)
+    newline = torch.randn(args.channels, generator=gen) if args.grid else None
+    if args.method == "holitom":
+        from holitom.outer import compress_video_with_info
+
+        config = HoliTomConfig(retain_ratio=args.ratio, tau=args.tau)
+
+        def run():
+            info = compress_video_with_info(x, attention, config, newline)
+            return info.num_tokens, len(info.segments)
+    elif args.method == "prunevid":
+        from holitom.baselines.prunevid import prunevid_compress_with_info
+        from holitom.methods.prunevid import PruneVidConfig
+
+        c = PruneVidConfig(retain_ratio=args.ratio)
+
+        def run():
+            info = prunevid_compress_with_info(x, c.retain_ratio, c.tau, c.prunevid_segment_ratio, c.knn, newline)
+            return info.tokens.shape[0], len(info.segments)
+    else:
+        from holitom.baselines.fastvid import fastvid_compress_with_info
+        from holitom.methods.fastvid import FastVIDConfig
+
+        config = FastVIDConfig(retain_ratio=args.ratio)
+        pooled_head = x.mean(dim=1)  # frame descriptors as correlated as the frames (the head's pooled output)
+
+        def run():
+            info = fastvid_compress_with_info(x, attention, pooled_head, config, newline)
+            return info.tokens.shape[0], len(info.segments)
+
+    return run
+
+
 def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     x = make_video(args.frames, args.tokens, args.channels)
-    attention = torch.rand(args.frames, args.tokens, generator=torch.Generator().manual_seed(1))
-    newline = torch.randn(args.channels) if args.grid else None
-    config = HoliTomConfig(retain_ratio=args.ratio, tau=args.tau)
+    run = compressor(args, x)
     base = rss_peak_bytes()
-    info = compress_video_with_info(x, attention, config, newline)  # warm-up
-    stats = {
-        "tokens_out": info.num_tokens,
-        "segments": len(info.segments),
-        "windows": sum(1 for s, e in info.segments if e > s),
-        "reduced": info.reduced,
-        "adjusted_ratio": info.adjusted_ratio,
-    }
-    del info  # only one call's output is alive at a time
+    tokens_out, segments = run()  # warm-up
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        compress_video_with_info(x, attention, config, newline)
+        run()
         times.append(time.perf_counter() - start)
     result = {
         "time_ms": statistics.median(times) * 1e3,
         "min_ms": min(times) * 1e3,
         "peak_extra_mib": (rss_peak_bytes() - base) / 2**20,
         "input_mib": x.numel() * x.element_size() / 2**20,
-        **stats,
+        "tokens_out": tokens_out,
+        "segments": segments,
     }
     print(json.dumps(result))
 
 
-def run_size(args: argparse.Namespace, frames: int, tokens: int, channels: int, grid: bool) -> dict:
+def run_size(args: argparse.Namespace, method: str, frames: int, tokens: int, channels: int, grid: bool) -> dict:
     command = [
         sys.executable,
         __file__,
         "--child",
+        f"--method={method}",
         f"--frames={frames}",
         f"--tokens={tokens}",
         f"--channels={channels}",
@@ -109,7 +144,9 @@ def main() -> int:
     parser.add_argument("--ratio", type=float, default=0.10, help="retain_ratio ρ")
     parser.add_argument("--tau", type=float, default=0.80, help="temporal threshold τ")
     parser.add_argument("--scaling-frames", default="64,128,256,512,1024", help="frame counts at d=896")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--channels", type=int, help=argparse.SUPPRESS)
@@ -118,11 +155,15 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(METHODS))
+    if unknown or not chosen:
+        parser.error(f"--methods: unknown {unknown or chosen}; valid: {', '.join(METHODS)}")
 
     print(
         f"torch {torch.__version__}, threads={args.threads}, ρ={args.ratio}, τ={args.tau}, repeats={args.repeats}"
     )
-    header = f"{'case':<34}{'time ms':>9}{'min ms':>9}{'extra peak MiB':>16}{'input MiB':>11}{'out':>7}{'windows':>9}"
+    header = f"{'case':<32}{'method':<10}{'time ms':>9}{'min ms':>9}{'extra peak MiB':>16}{'input MiB':>11}{'out':>7}{'segments':>10}"
     print(header)
     cases = [
         ("OV-7B 32x196x3584 one_token", 32, 196, 3584, False),
@@ -133,12 +174,13 @@ def main() -> int:
         for f in map(int, args.scaling_frames.split(","))
     ]
     for name, frames, tokens, channels, grid in cases:
-        r = run_size(args, frames, tokens, channels, grid)
-        print(
-            f"{name:<34}{r['time_ms']:>9.1f}{r['min_ms']:>9.1f}{r['peak_extra_mib']:>16.1f}{r['input_mib']:>11.1f}"
-            f"{r['tokens_out']:>7}{r['windows']:>5}/{r['segments']:<3}",
-            flush=True,
-        )
+        for method in chosen:  # the methods of one case back to back, so they share the machine's state
+            r = run_size(args, method, frames, tokens, channels, grid)
+            print(
+                f"{name:<32}{method:<10}{r['time_ms']:>9.1f}{r['min_ms']:>9.1f}{r['peak_extra_mib']:>16.1f}"
+                f"{r['input_mib']:>11.1f}{r['tokens_out']:>7}{r['segments']:>10}",
+                flush=True,
+            )
     return 0
 
 

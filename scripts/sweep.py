@@ -26,7 +26,6 @@ sys.path[:0] = [REPO, os.path.join(REPO, "eval")]
 try:
     import torch  # noqa: F401 - the lmms-eval runs need it; say so here rather than in every run's log
     import yaml  # noqa: F401
-
     from holitom_eval.runner import main
 except ImportError as exc:
     sys.exit(f"sweep: {exc.name} is missing from {sys.executable}: run `bash scripts/install.sh`, then again")

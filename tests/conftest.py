@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+TINY_LAYERS = 4  # decoder layers of the tiny checkpoints
+
 
 @pytest.fixture(scope="session")
 def tiny_ov(tmp_path_factory) -> str:
@@ -25,6 +27,24 @@ def tiny_video(tmp_path_factory) -> str:
     from holitom.tiny import make_tiny
 
     return make_tiny(str(tmp_path_factory.mktemp("tiny_video")), kind="video")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory) -> str:
+    """A tiny SigLIP with its MAP head (what FastVID reads), as wide as the tiny LLaVA towers."""
+    from holitom.tiny import make_tiny_siglip
+
+    return make_tiny_siglip(str(tmp_path_factory.mktemp("siglip") / "tiny-siglip"))
+
+
+def tiny_value(item, value, siglip: str | None = None):
+    """A value of a setting that fits the 4-layer tiny LM (layer settings moved into [1, 3]; FastVID's SigLIP
+    head from the tiny SigLIP checkpoint when one is given: the tests run offline)."""
+    if item.name == "fastvid_siglip" and siglip is not None:
+        return siglip
+    if item.layer and value is not None:
+        return tuple(range(1, min(len(value), 3) + 1)) if item.sequence else min(value, TINY_LAYERS - 1)
+    return value
 
 
 def load(path: str, **kwargs):

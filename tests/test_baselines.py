@@ -80,7 +80,8 @@ def test_hand_worked_frame():
     a = torch.tensor([[0.9, 0.1, 0.8, 0.2, 0.3, 0.05]])
     out = visionzip_compress(x, a, 4 / 6, contextual_share=0.5)
     # Dominant: positions 0, 2. Remaining 1, 3, 4, 5: stride 4//2 = 2 → centres 1 and 4; 3 joins 1, 5 joins 4.
-    expected = torch.tensor([[9.0, 9.0], [8.0, 8.0], [1.5, 0.05], [0.05, 2.0]])
+    # A contextual token is its centre plus the mean of its members: [1, 0] + [2, 0.1], [0, 1] + [0.1, 3].
+    expected = torch.tensor([[9.0, 9.0], [8.0, 8.0], [3.0, 0.1], [0.1, 4.0]])
     assert torch.allclose(out, expected)
 
 
@@ -93,15 +94,16 @@ def test_centres_by_stride_and_empty_centre_unchanged():
     x[0, 7] = torch.tensor([-3.0, 0.0])  # 7 joins 6
     a = torch.zeros(1, 9)
     out = visionzip_compress(x, a, 3 / 9, contextual_share=1.0)
-    # Centre 0 takes 1, 2, 4, 5, 8 (all [1, 0]); centre 3 stays; centre 6 averages with 7.
-    assert torch.allclose(out, torch.tensor([[1.0, 0.0], [0.0, 5.0], [-2.0, 0.0]]))
+    # Centre 0 takes 1, 2, 4, 5, 8 (all [1, 0]): [1, 0] + [1, 0]; centre 3 has no member and stays; centre 6
+    # takes 7: [-1, 0] + [-3, 0].
+    assert torch.allclose(out, torch.tensor([[2.0, 0.0], [0.0, 5.0], [-4.0, 0.0]]))
 
 
 def test_stride_truncates_to_contextual_count():
     # R=7 remaining, 3 centres: stride 2 → arange(0, 7, 2) = 0, 2, 4, 6 truncated to 0, 2, 4.
     x = torch.eye(7).unsqueeze(0) * 10  # orthogonal tokens: each non-centre goes to the first centre (tie)
     out = visionzip_compress(x, torch.zeros(1, 7), 3 / 7, contextual_share=1.0)
-    first = (x[0, 0] + x[0, 1] + x[0, 3] + x[0, 5] + x[0, 6]) / 5
+    first = x[0, 0] + (x[0, 1] + x[0, 3] + x[0, 5] + x[0, 6]) / 4
     assert torch.allclose(out, torch.stack([first, x[0, 2], x[0, 4]]))
 
 
@@ -134,13 +136,14 @@ def ref_visionzip_frame(x: torch.Tensor, a: torch.Tensor, n_dom: int, n_ctx: int
     step = max(1, len(rem) // n_ctx)
     centres = [rem[i] for i in range(0, len(rem), step)][:n_ctx]
     unit = torch.nn.functional.normalize(x.float(), dim=-1)
-    groups = {c: [x[c].double()] for c in centres}
+    groups: dict[int, list[torch.Tensor]] = {c: [] for c in centres}
     for p in rem:
         if p in centres:
             continue
         sims = [float(unit[p] @ unit[c]) for c in centres]
         groups[centres[sims.index(max(sims))]].append(x[p].double())
-    return torch.cat([x[dom].double(), torch.stack([torch.stack(groups[c]).mean(0) for c in centres])])
+    contextual = [x[c].double() + (torch.stack(groups[c]).mean(0) if groups[c] else 0.0) for c in centres]
+    return torch.cat([x[dom].double(), torch.stack(contextual)])
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -153,6 +156,32 @@ def test_matches_step_by_step_reference(seed):
     out = visionzip_compress(x, a, rho).view(3, n_dom + n_ctx, 6)
     for t in range(3):
         assert torch.allclose(out[t].double(), ref_visionzip_frame(x[t], a[t], n_dom, n_ctx), atol=1e-6)
+
+
+def test_grid_layout_places_tokens_by_position_with_row_newlines():
+    from holitom.baselines.visionzip import visionzip_compress_grid, visionzip_frames
+    from llava.model.llava_arch import add_video_newlines
+
+    gen = torch.Generator().manual_seed(4)
+    features, attention = torch.randn(3, 16, 5, generator=gen), torch.rand(3, 16, generator=gen)
+    newline = torch.full((5,), 7.0)
+    # ρ = 1: exactly the vanilla LLaVA-Video layout (every row of every frame, then a newline)
+    full = visionzip_compress_grid(features, attention, 1.0, newline)
+    assert torch.equal(full, add_video_newlines(features, newline, "grid"))
+    # ρ = 0.25 on a 4×4 grid: 4 tokens per frame (3 dominant + 1 contextual), each at its grid position
+    tokens, positions = visionzip_frames(features, attention, 0.25, 0.25)
+    out = visionzip_compress_grid(features, attention, 0.25, newline, 0.25)
+    expected = []
+    for f in range(3):
+        order = positions[f].argsort()
+        rows = positions[f][order] // 4
+        for i, j in enumerate(order.tolist()):
+            expected.append(tokens[f, j])
+            if i == 3 or rows[i + 1] != rows[i]:
+                expected.append(newline)
+    assert torch.equal(out, torch.stack(expected))
+    with pytest.raises(ValueError, match="needs N = side², got N=15"):
+        visionzip_compress_grid(torch.randn(2, 15, 5), torch.rand(2, 15), 0.5, newline)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

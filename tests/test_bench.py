@@ -133,9 +133,10 @@ def test_parse_methods_errors_name_the_bad_part(text, message):
     assert "--methods" in str(err.value)
 
 
-def test_visionzip_is_refused_on_the_grid_layout():
-    with pytest.raises(ValueError, match="visionzip supports the one_token layout, not 'grid'"):
-        parse_methods("visionzip@0.1", 28, "vid-7b", 28, newline_position="grid")
+def test_a_method_is_refused_on_a_layout_it_lacks():
+    with pytest.raises(ValueError, match="dycoke supports the one_token layout, not 'grid'"):
+        parse_methods("dycoke", 28, "vid-7b", 28, newline_position="grid")
+    assert parse_methods("visionzip@0.1", 28, "vid-7b", 28, newline_position="grid")
 
 
 # ---------------------------------------------------------------------------------------------- shapes

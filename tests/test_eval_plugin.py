@@ -268,8 +268,8 @@ def test_loglikelihood_is_the_sum_of_continuation_logprobs(tiny_ov, tmp_path):
     lm = _model(tiny_ov)
     lm.task_dict = {"t": {"test": [{"video": video}]}}
     visual = lambda d: [d["video"]]  # noqa: E731
-    prompt = lm._prompt_ids("Which option?", 1)
     pixels, _ = lm._visual_inputs([video], "t", 0)
+    prompt = lm._inputs("Which option?", pixels, ["video"])["input_ids"]
     with torch.no_grad():
         next_id = int(lm.model(input_ids=prompt, images=pixels, modalities=["video"]).logits[0, -1].argmax())
     greedy_text = lm.tokenizer.decode([next_id])

@@ -374,3 +374,14 @@ def test_model_shape_passthrough():
     shape = ModelShape("toy", num_layers=2, hidden=3, ffn=5, tokens_per_frame=4, frames=2)
     res = method_flops(shape, method="vanilla")
     assert res.flops == float(2 * layer_flops(8, 3, 5)) and res.model == "toy"
+
+
+def test_paper_flops_need_no_torch():
+    """`holitom flops --paper` (every method's FLOPs schedule, the registry, the CLI) runs with torch blocked."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['torch'] = None; from holitom.cli import main; raise SystemExit(main(['flops', '--paper']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "FastVID" in done.stdout and "PruneVid" in done.stdout and "DyCoke" in done.stdout and "PDrop" in done.stdout

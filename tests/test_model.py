@@ -158,50 +158,10 @@ def test_missing_checkpoint_files_are_named(tiny_ov, tmp_path):
 
 def _hf_twin(model):
     """transformers' LlavaOnevisionForConditionalGeneration with our weights (its own key layout)."""
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from holitom.hf_onevision import to_hf_onevision
 
-    c = model.config
-    text = {
-        "model_type": "qwen2",
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "vocab_size": c.vocab_size,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_parameters["rope_theta"]},
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": False,
-    }
-    hf_config = LlavaOnevisionConfig(
-        vision_config=model.get_vision_tower().config.to_dict(),
-        text_config=text,
-        vision_feature_layer=-1,  # the tower already holds only the kept layers (select layer -2)
-        vision_feature_select_strategy="full",
-        video_token_id=c.vocab_size - 1,
-        image_token_id=c.vocab_size - 2,
-    )
-    hf = LlavaOnevisionForConditionalGeneration(hf_config).eval()
-    renames = [
-        ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),
-        ("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
-        ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
-        ("model.embed_tokens.", "model.language_model.embed_tokens."),
-        ("model.layers.", "model.language_model.layers."),
-        ("model.norm.", "model.language_model.norm."),
-    ]
-    state = {}
-    for key, value in model.state_dict().items():
-        for old, new in renames:
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        state[key] = value
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not [k for k in missing if "position_ids" not in k], missing
-    assert not unexpected, unexpected
-    return hf
+    vocab = model.config.vocab_size
+    return to_hf_onevision(model, image_token_id=vocab - 2, video_token_id=vocab - 1)
 
 
 def test_vanilla_logits_match_transformers_llava_onevision(ov_model):

@@ -460,8 +460,8 @@ def _execute_one(
 
 def prepare_smoke(plan: Plan, out_dir: str, create: bool = True) -> None:
     """Tiny checkpoint + synthetic videos under OUT/_smoke (made unless `create` is False, for a dry run);
-    point the runs and HF_HOME at them."""
-    from holitom_eval.smoke import prepare_smoke_data, prepare_tiny_checkpoint
+    point the runs and HF_HOME at them (and `fastvid_siglip: tiny` at a tiny SigLIP with its head)."""
+    from holitom_eval.smoke import prepare_smoke_data, prepare_tiny_checkpoint, prepare_tiny_siglip
 
     root = os.path.join(os.path.abspath(out_dir), "_smoke")
     if create:
@@ -470,9 +470,12 @@ def prepare_smoke(plan: Plan, out_dir: str, create: bool = True) -> None:
     else:
         checkpoint, hf_home = os.path.join(root, f"tiny_{plan.model_kind}"), os.path.join(root, "hf_home")
     plan.env.update(SMOKE_ENV, HF_HOME=hf_home)
+    siglip = os.path.join(root, "tiny_siglip")
     for run in plan.runs:
         if run.model_args.get("pretrained") in (None, "tiny"):
             run.model_args["pretrained"] = checkpoint
+        if run.model_args.get("fastvid_siglip") == "tiny":  # FastVID's head from a tiny SigLIP, offline
+            run.model_args["fastvid_siglip"] = prepare_tiny_siglip(root) if create else siglip
         run.model_args.setdefault("device", "cpu")
         run.model_args.setdefault("torch_dtype", "float32")
 

@@ -68,6 +68,19 @@ def prepare_tiny_checkpoint(root: str | os.PathLike, kind: str = "onevision") ->
     return path
 
 
+def prepare_tiny_siglip(root: str | os.PathLike) -> str:
+    """A tiny SigLIP with its attention-pooling head in `root/tiny_siglip` (FastVID's `fastvid_siglip` in
+    smoke runs), unless it is already there; returns the path."""
+    path = os.path.join(os.fspath(root), "tiny_siglip")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        from holitom.tiny import make_tiny_siglip
+
+        make_tiny_siglip(path + ".part")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(path + ".part", path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 

@@ -160,7 +160,7 @@ def _identity(model: str, args: dict[str, Any], run_record: dict[str, Any] | Non
         except ValueError:
             config = given
     retention_key = spec.retention_setting
-    retention = float(config.get(retention_key, 1.0)) if retention_key else 1.0
+    retention = float(config.get(retention_key, 1.0)) if retention_key else _retention(spec, config, args, run_record)
     details = {k: v for k, v in config.items() if k != retention_key}
     kind = name
     if name == "holitom":
@@ -171,6 +171,21 @@ def _identity(model: str, args: dict[str, Any], run_record: dict[str, Any] | Non
         if not merged:
             details = {k: v for k, v in details.items() if k not in ("merge_layer", "merge_ratio", "inner_update")}
     return kind, retention, details
+
+
+def _retention(spec: Any, config: dict[str, Any], args: dict[str, Any], record: dict[str, Any] | None) -> float:
+    """The share of the pooled tokens a method without a retention setting keeps before the LLM (DyCoke: its
+    frame pruning), at the run's frame count and tokens per frame (1.0 when they are unknown)."""
+    record = record or {}
+    frames = record.get("max_frames_num") or args.get("max_frames_num")
+    per_frame = (record.get("shape") or {}).get("tokens_per_frame")
+    if not frames or not per_frame:
+        return 1.0
+    try:
+        known = {item.name for item in spec.settings}
+        return spec.retention(spec.make_config({k: v for k, v in config.items() if k in known}), int(frames), int(per_frame))
+    except ValueError:
+        return 1.0
 
 
 def _paper_flops(model: str, args: dict[str, Any], kind: str, retention: float, details: dict) -> Any:

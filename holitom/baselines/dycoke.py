@@ -23,43 +23,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from holitom import counts
+from holitom.counts import dycoke_keep, dycoke_reference_frames, dycoke_token_count
+
+__all__ = ["ORDERS", "dycoke_keep", "dycoke_merge", "dycoke_reference_frames", "dycoke_token_count"]
 
 ORDERS = ("similarity", "position")
-
-
-def dycoke_keep(n_tokens: int, prune: float) -> int:
-    """Positions a pruned frame keeps: int((1 − K)·N), the official count (K=0.7, N=196 → 58)."""
-    counts.check_share("prune", prune)
-    return counts.floor_share(n_tokens, 1.0 - prune)
-
-
-def dycoke_reference_frames(num_frames: int, all_quads: bool = True) -> list[int]:
-    """For every frame, the frame its tokens are compared with, or −1 for a frame kept whole.
-
-    Pairs (2j, 2j+1): 2j whole, 2j+1 → 2j. Quads i = 0, 4, ...: i+2 → i, for every i whose i+2 starts a pair
-    (all_quads) or only while i < F − 4 (the official bound). An odd last frame → the frame before it (ours).
-    E.g. F = 8: [−1, 0, 0, 2, −1, 4, 4, 6] (all_quads) and [−1, 0, 0, 2, −1, 4, −1, 6] (official bound).
-    """
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames={num_frames!r}: must be an integer ≥ 1")
-    paired = num_frames - num_frames % 2
-    refs = [-1 if f % 2 == 0 else f - 1 for f in range(paired)]
-    limit = paired - 2 if all_quads else num_frames - 4
-    for i in range(0, max(limit, 0), 4):
-        refs[i + 2] = i
-    if num_frames % 2:
-        refs.append(num_frames - 2 if num_frames > 1 else -1)
-    return refs
-
-
-def dycoke_token_count(num_frames: int, n_tokens: int, prune: float, all_quads: bool = True) -> int:
-    """Tokens stage 1 keeps for a video: N per whole frame + keep per pruned frame.
-
-    F = 32, N = 196: K = 1.0 → 1568 (all quads; 25 %) or 1764 (official bound); K = 0.7 → 2960 / 3098."""
-    refs = dycoke_reference_frames(num_frames, all_quads)
-    keep = dycoke_keep(n_tokens, prune)
-    return sum(n_tokens if r < 0 else keep for r in refs)
 
 
 def dycoke_merge(

@@ -13,24 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from holitom import counts
+from holitom.counts import pdrop_keep_counts, pdrop_keep_ratios
 from holitom.inner import select_kept
 
-
-def pdrop_keep_ratios(lam: float, stages: int) -> tuple[float, ...]:
-    """Cumulative keep ratios of the stages: (λ, λ², ..., λ^stages), each λ**s in double precision."""
-    counts.check_share("lam", lam, low_open=True)
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 0:
-        raise ValueError(f"stages={stages!r}: must be an integer ≥ 0")
-    return tuple(lam**s for s in range(1, stages + 1))
-
-
-def pdrop_keep_counts(n_visual: int, lam: float, stages: int) -> tuple[int, ...]:
-    """Visual tokens kept from each stage on: int(N·λ^s) of the N that entered the LLM (the official count).
-
-    E.g. N = 6272, λ = 0.5, 3 stages → (3136, 1568, 784); N = 11648 → (5824, 2912, 1456).
-    """
-    return tuple(counts.floor_share(n_visual, ratio) for ratio in pdrop_keep_ratios(lam, stages))
+__all__ = ["pdrop_keep_counts", "pdrop_keep_ratios", "pdrop_select"]
 
 
 def pdrop_select(scores: torch.Tensor, n_keep: int) -> torch.Tensor:

@@ -5,11 +5,13 @@ Per frame, with budget b = ceil(N·ρ) split into `dominant` + `contextual` toke
 - dominant tokens: the `dominant` tokens that receive the most attention, kept in position order;
 - contextual tokens: among the remaining tokens (position order), `contextual` centres are picked uniformly
   with stride max(1, R // contextual) (R = number of remaining tokens); every other remaining token joins the
-  centre with the highest dot product of L2-normalised features; each contextual token is the mean of its
-  centre and its members (a centre with no members stays as it is).
+  centre with the highest dot product of L2-normalised features; each contextual token is its centre plus
+  the mean of its members, as VisionZip's code computes it (a centre with no members stays as it is).
 VisionZip scores with the vision encoder's attention and matches with its keys; here the caller's pooled
 attention scores (the same scores HoliTom uses) and the pooled features stand in for them, so both methods
-see the same inputs and the same per-frame budget.
+see the same inputs and the same per-frame budget. LLaVA-Video's `grid` layout keeps each token at its grid
+position (a contextual token at its centre's) with a newline after every row that holds a token, as HoliTom
+lays out its tokens there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from holitom import counts
 from holitom.methods.visionzip import VISIONZIP_CONTEXTUAL_SHARE
+from holitom.outer import DOMINANT, grid_layout, grid_side
 from holitom.spatial import select_top_scores
 
 
@@ -52,6 +55,42 @@ def visionzip_compress(
     Returns (F·b, C) in features' dtype, frames in order. With b = N nothing is merged and the input is
     returned in its original order. Ties in attention → lower position; ties in similarity → earlier centre.
     """
+    tokens, _ = visionzip_frames(features, attention, retain_ratio, contextual_share)
+    return tokens.reshape(-1, tokens.shape[-1])
+
+
+def visionzip_compress_grid(
+    features: torch.Tensor,
+    attention: torch.Tensor,
+    retain_ratio: float,
+    newline: torch.Tensor,
+    contextual_share: float = VISIONZIP_CONTEXTUAL_SHARE,
+) -> torch.Tensor:
+    """`visionzip_compress` in the LLaVA-Video `grid` layout: each frame's tokens by grid position (a
+    contextual token at its centre's position), a newline after every grid row holding a token.
+
+    features (F, N, C) with N = side²; newline (C,). Returns (F·b + newlines, C).
+    """
+    tokens, positions = visionzip_frames(features, attention, retain_ratio, contextual_share)
+    n_frames, budget, channels = tokens.shape
+    side = grid_side(features.shape[1], channels, newline)
+    frames = torch.arange(n_frames, device=tokens.device).repeat_interleave(budget)
+    kinds = torch.full((n_frames * budget,), DOMINANT, device=tokens.device)
+    laid_out = grid_layout(tokens.reshape(-1, channels), positions.reshape(-1), frames, kinds, newline, side)
+    return laid_out[0]
+
+
+def visionzip_frames(
+    features: torch.Tensor,
+    attention: torch.Tensor,
+    retain_ratio: float,
+    contextual_share: float = VISIONZIP_CONTEXTUAL_SHARE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame its b = ceil(N·ρ) tokens and their grid positions (a contextual token: its centre's).
+
+    features: (F, N, C); attention: (F, N). Returns tokens (F, b, C) in features' dtype, [dominant (position
+    order), contextual (centre order)], and positions (F, b) long.
+    """
     if not isinstance(features, torch.Tensor) or features.dim() != 3:
         raise ValueError(
             f"features: expected a 3-D tensor (F, N, C), got {getattr(features, 'shape', features)!r}"
@@ -66,12 +105,12 @@ def visionzip_compress(
         raise ValueError("features: has no frames")
     n_dom, n_ctx = visionzip_budget(n_tok, retain_ratio, contextual_share)
     if n_dom + n_ctx == n_tok:
-        return features.reshape(n_frames * n_tok, channels)
+        return features, torch.arange(n_tok, device=features.device).expand(n_frames, n_tok)
 
     dom_idx = select_top_scores(attention, n_dom)  # (F, dom), ascending positions
     dominant = features.gather(1, dom_idx.unsqueeze(-1).expand(-1, -1, channels))
     if n_ctx == 0:
-        return dominant.reshape(n_frames * n_dom, channels)
+        return dominant, dom_idx
 
     # Remaining tokens of each frame in position order (every frame has exactly N − dom of them); stable sorts
     # of 0/1 masks list them without data-dependent shapes (nothing read from the device).
@@ -91,9 +130,11 @@ def visionzip_compress(
     others = rem[:, other_local]  # (F, R − ctx, C)
     sim = F.normalize(others, dim=-1) @ F.normalize(centres, dim=-1).transpose(1, 2)  # (F, R − ctx, ctx)
     assign = sim.argmax(dim=-1)  # first maximum → earlier centre on ties
-    sums = centres.scatter_add(1, assign.unsqueeze(-1).expand(-1, -1, channels), others)
-    counts = torch.ones(n_frames, n_ctx, device=features.device).scatter_add(
+    sums = torch.zeros_like(centres).scatter_add(1, assign.unsqueeze(-1).expand(-1, -1, channels), others)
+    members = torch.zeros(n_frames, n_ctx, device=features.device).scatter_add(
         1, assign, torch.ones_like(assign, dtype=torch.float32)
     )
-    contextual = (sums / counts.unsqueeze(-1)).to(features.dtype)
-    return torch.cat([dominant, contextual], dim=1).reshape(n_frames * (n_dom + n_ctx), channels)
+    # VisionZip's rule: the centre plus the mean of its members (the centre alone when it has none)
+    contextual = (centres + sums / members.clamp(min=1).unsqueeze(-1)).to(features.dtype)
+    positions = torch.cat([dom_idx, rem_idx[:, centre_local]], dim=1)
+    return torch.cat([dominant, contextual], dim=1), positions

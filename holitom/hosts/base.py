@@ -18,6 +18,10 @@ class Host(Protocol):
     model: nn.Module
 
     @property
+    def lm_config(self) -> Any:
+        """The language model's config (num_hidden_layers, hidden_size, ...)."""
+
+    @property
     def decoder_layers(self) -> Sequence[nn.Module]:
         """The Qwen2 decoder layers, in order."""
 
@@ -54,3 +58,7 @@ class Host(Protocol):
     @property
     def method_slot(self) -> dict[str, Any]:
         """Per-instance storage for the installed method (methods keep their state here, on the instance)."""
+
+    def attach(self) -> Any:
+        """What the host itself must install while any method is (hooks that keep the sequence state, say);
+        an object with `remove()`."""

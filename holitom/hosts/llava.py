@@ -32,6 +32,10 @@ class LlavaHost:
         return hasattr(model, "get_vision_tower") and hasattr(model, "sequence_state")
 
     @property
+    def lm_config(self) -> Any:
+        return self.model.config
+
+    @property
     def decoder_layers(self) -> Sequence[nn.Module]:
         return self.model.get_model().layers
 
@@ -76,3 +80,11 @@ class LlavaHost:
     @property
     def method_slot(self) -> dict[str, Any]:
         return self.model.__dict__.setdefault("_holitom_methods", {})
+
+    def attach(self) -> _NothingAttached:
+        return _NothingAttached()  # the llava model keeps its sequence state itself
+
+
+class _NothingAttached:
+    def remove(self) -> None:
+        pass

@@ -27,6 +27,8 @@ _MODULES: dict[str, str] = {
     "fastv": "holitom.methods.fastv",
     "pdrop": "holitom.methods.pdrop",
     "dycoke": "holitom.methods.dycoke",
+    "prunevid": "holitom.methods.prunevid",
+    "fastvid": "holitom.methods.fastvid",
 }
 METHODS: tuple[str, ...] = tuple(_MODULES)
 
@@ -83,7 +85,7 @@ def model_context(model: Any) -> dict[str, Any]:
 
     host = host_for(model)
     return {
-        "shape": match_shape(model.config),
+        "shape": match_shape(host.lm_config, host.newline_layout),
         "num_layers": len(host.decoder_layers),
         "layout": host.newline_layout,
     }
@@ -103,14 +105,13 @@ def _check_not_offloaded(model: Any) -> None:
 
 def config_for(name: str, settings: dict[str, Any], model_config: Any) -> Any:
     """The config `apply_method` would install on a model with this (transformers) config, checked before
-    any weights are loaded: presets of its published shape, its depth, its newline layout."""
-    from holitom.shapes import match_shape
+    any weights are loaded: presets of its published shape, its depth, its newline layout. The config of one of
+    our `llava` checkpoints or of a transformers LLaVA-OneVision (llava-hf) checkpoint."""
+    from holitom.shapes import language_config, match_shape, newline_layout
 
     method = get(name)
-    layout = getattr(model_config, "mm_newline_position", None) or "one_token"
-    return method.make_config(
-        settings, shape=match_shape(model_config), num_layers=model_config.num_hidden_layers, layout=layout
-    )
+    lm, layout = language_config(model_config), newline_layout(model_config)
+    return method.make_config(settings, shape=match_shape(lm, layout), num_layers=lm.num_hidden_layers, layout=layout)
 
 
 def install(model: Any, method: Method, config: Any) -> Any:
@@ -119,10 +120,21 @@ def install(model: Any, method: Method, config: Any) -> Any:
     host, slot = _slot(model)
     context = model_context(model)
     method.check_model(config, context["num_layers"], context["layout"])
-    if method.name == "vanilla":
-        return model
-    _check_not_offloaded(model)
-    slot["installation"] = method.install(host, config)
+    if method.name != "vanilla":  # the host's own hooks only track the sequence: no weights involved
+        _check_not_offloaded(model)
+    attached = host.attach()  # e.g. the hooks that keep a transformers model's sequence state (token counts)
+    try:
+        if method.name == "vanilla":  # nothing of a method: the host's own part only
+            from holitom.methods.installation import Installation
+
+            installation = Installation(method, config, host)
+        else:
+            installation = method.install(host, config)
+    except BaseException:
+        attached.remove()
+        raise
+    installation.add(attached)
+    slot["installation"] = installation
     return model
 
 

@@ -60,13 +60,13 @@ class DyCoke(Method):
     retention_setting = None
 
     def retention(self, config: DyCokeConfig, frames: int, tokens_per_frame: int) -> float:
-        from holitom.baselines.dycoke import dycoke_token_count
+        from holitom.counts import dycoke_token_count
 
         kept = dycoke_token_count(frames, tokens_per_frame, config.dycoke_prune, config.dycoke_all_quads)
         return kept / (frames * tokens_per_frame)
 
     def schedule(self, config: DyCokeConfig, frames: int, tokens_per_frame: int, num_layers: int) -> Schedule:
-        from holitom.baselines.dycoke import dycoke_token_count
+        from holitom.counts import dycoke_token_count
 
         return ((0, dycoke_token_count(frames, tokens_per_frame, config.dycoke_prune, config.dycoke_all_quads)),)
 

@@ -159,7 +159,7 @@ class HoliTom(Method):
         layout = host.newline_layout
 
         def compress(pooled: torch.Tensor) -> torch.Tensor:
-            scores = probe.pop_pooled()
+            scores = probe.pop_pooled(pooled.shape[0])
             newline = host.image_newline
             result = compress_video_with_info(pooled, scores, config, newline if layout == "grid" else None)
             tokens = result.tokens

@@ -48,7 +48,7 @@ class PDrop(Method):
     retention_setting = None  # before the LLM every token is kept (100 %)
 
     def schedule(self, config: PDropConfig, frames: int, tokens_per_frame: int, num_layers: int) -> Schedule:
-        from holitom.baselines.pdrop import pdrop_keep_counts
+        from holitom.counts import pdrop_keep_counts
 
         n = frames * tokens_per_frame
         kept = pdrop_keep_counts(n, config.pdrop_lambda, len(config.pdrop_layers))

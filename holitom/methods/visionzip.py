@@ -31,7 +31,7 @@ class VisionZip(Method):
     summary = "VisionZip per frame: dominant tokens by attention + merged contextual tokens"
     acts = "before the LLM"
     config_class = VisionZipConfig
-    layouts = ("one_token",)
+    layouts = ("one_token", "grid")
     identity_settings = {"retain_ratio": 1.0}
     paper_labels = ("VisionZip", "Visionzip")
 
@@ -44,17 +44,22 @@ class VisionZip(Method):
     def install(self, host: Any, config: VisionZipConfig) -> Any:
         import torch
 
-        from holitom.baselines.visionzip import visionzip_compress
+        from holitom.baselines.visionzip import visionzip_compress, visionzip_compress_grid
         from holitom.methods.installation import Installation
         from holitom.patch.vision import VisionAttentionProbe
 
         installation = Installation(self, config, host)
         probe = installation.add(VisionAttentionProbe(host))
+        layout = host.newline_layout
 
         def compress(pooled: torch.Tensor) -> torch.Tensor:
-            tokens = visionzip_compress(pooled, probe.pop_pooled(), config.retain_ratio, config.contextual_share)
-            newline = host.image_newline.to(device=tokens.device, dtype=tokens.dtype)
-            tokens = torch.cat([tokens, newline[None]], dim=0)
+            scores = probe.pop_pooled(pooled.shape[0])
+            newline = host.image_newline.to(device=pooled.device, dtype=pooled.dtype)
+            if layout == "grid":
+                tokens = visionzip_compress_grid(pooled, scores, config.retain_ratio, newline, config.contextual_share)
+            else:
+                tokens = visionzip_compress(pooled, scores, config.retain_ratio, config.contextual_share)
+                tokens = torch.cat([tokens, newline[None]], dim=0)
             frames, per_frame = pooled.shape[:2]
             installation.record_outer(method="visionzip", frames=frames, pooled=frames * per_frame, tokens=tokens.shape[0])
             return tokens

@@ -36,16 +36,19 @@ class VisionAttentionProbe:
         k = attn.k_proj(x).view(shape).transpose(1, 2)
         self.scores.append(received_attention(q, k, attn.scale, reference=self.reference))
 
-    def pop(self) -> torch.Tensor:
-        """(frames, patches): the scores of every tower run since the last read, in order."""
-        if not self.scores:
-            raise RuntimeError("no vision attention was recorded: the vision tower has not run since the last read")
+    def pop(self, frames: int) -> torch.Tensor:
+        """(frames, patches): the scores of the last `frames` frames the tower ran on (the host may run a video
+        in chunks; earlier runs, e.g. of an image in the same prompt, are dropped)."""
         scores, self.scores = self.scores, []
-        return torch.cat(scores) if len(scores) > 1 else scores[0]
+        scores = torch.cat(scores) if len(scores) > 1 else (scores[0] if scores else None)
+        if scores is None or scores.shape[0] < frames:
+            have = 0 if scores is None else scores.shape[0]
+            raise RuntimeError(f"vision attention was recorded for {have} frame(s) since the last read, not {frames}")
+        return scores[scores.shape[0] - frames :]
 
-    def pop_pooled(self) -> torch.Tensor:
-        """The recorded scores pooled exactly like the video features: (frames, N)."""
-        return self.host.pool(self.pop()[..., None]).squeeze(-1)
+    def pop_pooled(self, frames: int) -> torch.Tensor:
+        """The last `frames` frames' scores pooled exactly like the video features: (frames, N)."""
+        return self.host.pool(self.pop(frames)[..., None]).squeeze(-1)
 
     def remove(self) -> None:
         self.handle.remove()

@@ -1,4 +1,6 @@
-"""`holitom_llava`: an lmms-eval model that runs our `llava` package with a token-reduction method.
+"""`holitom_llava`: an lmms-eval model that runs LLaVA-OneVision / LLaVA-Video with a token-reduction method:
+our `llava` package for lmms-lab checkpoints, transformers' `LlavaOnevisionForConditionalGeneration` for
+llava-hf checkpoints (told apart by the config's model_type; videos only there).
 
     python -m lmms_eval --model holitom_llava \\
         --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.10,tau=0.65 \\
@@ -74,26 +76,44 @@ class HoliTomLlava(lmms):
             "float16" if (device_map == "auto" or device.startswith("cuda")) else "float32"
         )
 
-        from holitom import methods
+        from holitom import hf_onevision, methods
         from llava.model.builder import load_pretrained_model, read_model_config
 
+        # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
+        self._on_hf = hf_onevision.checkpoint_model_type(s.pretrained) == hf_onevision.MODEL_TYPE
+        if self._on_hf and s.overwrite_config:
+            raise ValueError(
+                f"{sorted(s.overwrite_config)}: transformers' LLaVA-OneVision has a fixed layout (bilinear pooling, "
+                "one newline); these overrides apply to lmms-lab checkpoints only"
+            )
         # settings that cannot apply to this checkpoint fail before any weights are loaded
-        config = read_model_config(s.pretrained, dict(s.overwrite_config) or None)
+        if self._on_hf:
+            config = hf_onevision.read_config(s.pretrained)
+        else:
+            config = read_model_config(s.pretrained, dict(s.overwrite_config) or None)
         methods.config_for(s.method, s.method_settings, config)
-        self._tokenizer, self._model, self._image_processor, self._max_length = load_pretrained_model(
-            s.pretrained,
-            None,
-            "llava_qwen",
-            device_map=device_map,
-            torch_dtype=dtype,
-            attn_implementation=s.attn_implementation,
-            overwrite_config=dict(s.overwrite_config) or None,
-        )
+        if self._on_hf:
+            self._tokenizer, self._model = hf_onevision.load_model(
+                s.pretrained, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
+            )
+            self._image_processor = hf_onevision.frame_processor(s.pretrained)
+            self._max_length = int(config.text_config.max_position_embeddings)
+            self._device = self._model.model.language_model.embed_tokens.weight.device
+        else:
+            self._tokenizer, self._model, self._image_processor, self._max_length = load_pretrained_model(
+                s.pretrained,
+                None,
+                "llava_qwen",
+                device_map=device_map,
+                torch_dtype=dtype,
+                attn_implementation=s.attn_implementation,
+                overwrite_config=dict(s.overwrite_config) or None,
+            )
+            self._device = self._model.get_model().embed_tokens.weight.device
         self._model.eval()
         holitom.apply_method(self._model, s.method, **s.method_settings)
         # the settings in force: the given ones, then the paper's values for this model, then the defaults
         self.method_config = holitom.stats(self._model).settings
-        self._device = self._model.get_model().embed_tokens.weight.device
 
         if accelerator.num_processes > 1:
             # Data parallel: one full model per process, documents split by rank; no gradient sync needed.
@@ -292,6 +312,11 @@ class HoliTomLlava(lmms):
             if isinstance(item, (str, os.PathLike)):
                 tensors.append(self._load_video(item, task, doc_id))
                 modalities.append("video")
+            elif isinstance(item, Image.Image) and self._on_hf:
+                raise ValueError(
+                    f"task {task!r}, doc {doc_id}: holitom_llava runs transformers' LLaVA-OneVision on videos only "
+                    "(images need its anyres processor)"
+                )
             elif isinstance(item, Image.Image):
                 pixels = self._image_processor.preprocess(item, return_tensors="pt")["pixel_values"]
                 tensors.append(pixels.to(device=self.device, dtype=self.model.dtype))
@@ -317,20 +342,34 @@ class HoliTomLlava(lmms):
                 "see docs/reproduce.md)"
             ) from None
 
-    def _prompt_ids(self, context: str, n_visual: int) -> torch.Tensor:
+    def _inputs(self, context: str, tensors: list[torch.Tensor], modalities: list[str]) -> dict[str, Any]:
+        """The model's inputs for one request: the prompt in the conversation template with a placeholder per
+        visual (our llava models: <image> → IMAGE_TOKEN_INDEX, spliced by the model; transformers' model:
+        <video> repeated F·N + 1 times, as its processor does) and the pixels."""
+        from holitom import hf_onevision
         from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
         from llava.conversation import conv_templates
         from llava.mm_utils import tokenizer_image_token
 
-        if n_visual and DEFAULT_IMAGE_TOKEN not in context:
-            context = " ".join([DEFAULT_IMAGE_TOKEN] * n_visual) + "\n" + context
+        placeholder = hf_onevision.VIDEO_TOKEN if self._on_hf else DEFAULT_IMAGE_TOKEN
+        if self._on_hf:
+            context = context.replace(DEFAULT_IMAGE_TOKEN, placeholder)
+        if tensors and placeholder not in context:
+            context = " ".join([placeholder] * len(tensors)) + "\n" + context
         conv = conv_templates[self.conv_template].copy()
         conv.append_message(conv.roles[0], context)
         conv.append_message(conv.roles[1], None)
-        ids = tokenizer_image_token(
-            conv.get_prompt(), self._tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt"
-        )
-        return ids[None].to(self.device)
+        if self._on_hf:
+            inputs = hf_onevision.video_inputs(self._tokenizer, self.model.config, conv.get_prompt(), tensors)
+            return {k: v.to(self.device) for k, v in inputs.items()}
+        ids = tokenizer_image_token(conv.get_prompt(), self._tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+        ids = ids[None].to(self.device)
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "images": tensors or None,
+            "modalities": modalities or None,
+        }
 
     # ---- requests -------------------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
@@ -340,20 +379,17 @@ class HoliTomLlava(lmms):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             visuals = self._doc_visuals(doc_to_visual, doc_id, task, split)
             tensors, modalities = self._visual_inputs(visuals, task, doc_id)
-            input_ids = self._prompt_ids(context, len(tensors))
+            inputs = self._inputs(context, tensors, modalities)
             kwargs, until = _generation_kwargs(gen_kwargs)
             self._note_decoding(task, kwargs, until)
             pad = self._tokenizer.pad_token_id
             start = time.perf_counter()
             with torch.inference_mode():
                 out = self.model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    images=tensors or None,
-                    modalities=modalities or None,
-                    pad_token_id=self._tokenizer.eos_token_id if pad is None else pad,
-                    **kwargs,
+                    **inputs, pad_token_id=self._tokenizer.eos_token_id if pad is None else pad, **kwargs
                 )
+            if self._on_hf:  # transformers returns the prompt ids too
+                out = out[:, inputs["input_ids"].shape[1] :]
             text = _cut_at_stop(self._tokenizer.decode(out[0], skip_special_tokens=True).strip(), until)
             record = {
                 "task": task,
@@ -384,29 +420,21 @@ class HoliTomLlava(lmms):
             continuation = target if isinstance(target, str) else target(doc)
             visuals = self._doc_visuals(doc_to_visual, doc_id, task, split)
             tensors, modalities = self._visual_inputs(visuals, task, doc_id)
-            prompt = self._prompt_ids(context, len(tensors))
+            inputs = self._inputs(context, tensors, modalities)
             cont = torch.tensor(
                 self._tokenizer.encode(continuation, add_special_tokens=False), dtype=torch.long
             )
             if cont.numel() == 0:
                 raise ValueError(f"task {task!r}, doc {doc_id}: empty continuation {continuation!r}")
             cont = cont[None].to(self.device)
-            ids = torch.cat([prompt, cont], dim=1)
+            inputs["input_ids"] = torch.cat([inputs["input_ids"], cont], dim=1)
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
             n = cont.shape[1]
             start = time.perf_counter()
             with torch.inference_mode():
                 # The continuation ends the sequence, so its predictions are the last n+1 logits whatever a
                 # reduction method removed from the visual span.
-                logits = (
-                    self.model(
-                        input_ids=ids,
-                        images=tensors or None,
-                        modalities=modalities or None,
-                        logits_to_keep=n + 1,
-                    )
-                    .logits[0, :n]
-                    .float()
-                )
+                logits = self.model(**inputs, logits_to_keep=n + 1).logits[0, :n].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             target_ids = cont[0]
             total = float(logprobs.gather(-1, target_ids[:, None]).sum())
