@@ -14,7 +14,7 @@ from holitom import paper
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "eval"))
-from holitom_eval.runner import build_plan, load_config  # noqa: E402
+from holitom_eval.plan import build_plan, load_config  # noqa: E402
 from holitom_eval.tables import Row, _identity, _paper_flops, paper_row_for  # noqa: E402
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -16,18 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "eval"))
 
 from holitom_eval import TASKS_DIR  # noqa: E402
-from holitom_eval.runner import (  # noqa: E402
-    DONE_FILE,
-    Plan,
-    Run,
-    build_plan,
-    child_env,
-    execute,
-    expand_runs,
-    lmms_command,
-    load_config,
-    main,
-)
+from holitom_eval.plan import DONE_FILE, Plan, Run, build_plan, expand_runs, load_config  # noqa: E402
+from holitom_eval.runner import child_env, execute, lmms_command, main  # noqa: E402
 from holitom_eval.smoke import SMOKE_TASKS  # noqa: E402
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -19,7 +19,7 @@ from holitom.generate import add_generate_arguments
 from holitom.methods.arguments import method_settings_from_args, parse_method_item
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-from holitom_eval.runner import build_plan  # noqa: E402
+from holitom_eval.plan import build_plan  # noqa: E402
 from holitom_eval.settings import format_model_args, parse_model_args  # noqa: E402
 
 ALL = methods.all_methods()

@@ -31,6 +31,10 @@ uploaded; the grid layout reads one count. Distances follow `holitom.spatial.pai
 (float32, ‖x_i − x_j‖/√C); similarities, means and cluster means are accumulated in float32 and returned
 in the features' dtype; tokens kept unmerged are bit-exact copies. Nothing is quadratic in F·N: distance
 matrices are per set (≤ N×N), computed in chunks of sets.
+
+One module, about 600 lines, for the one algorithm (like `holitom.outer` for HoliTom): its steps share the
+host-side plan, the checks and the result type, and each is a tested pure function; a third of the lines
+are the docstrings that state shapes and tie rules.
 """
 
 from __future__ import annotations

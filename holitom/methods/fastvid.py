@@ -106,7 +106,8 @@ class FastVID(Method):
     def install(self, host: Any, config: FastVIDConfig) -> Any:
         import torch
 
-        from holitom.baselines.fastvid import fastvid_compress_with_info, load_map_head
+        from holitom.baselines.fastvid import fastvid_compress_with_info
+        from holitom.baselines.siglip_head import load_map_head
         from holitom.methods.installation import Installation
 
         installation = Installation(self, config, host)
@@ -166,7 +167,7 @@ class MapHeadProbe:
     def _hook(self, layer: Any, args: tuple, output: Any) -> None:
         import torch
 
-        from holitom.baselines.fastvid import map_head_outputs
+        from holitom.baselines.siglip_head import map_head_outputs
 
         features = output[0] if isinstance(output, (tuple, list)) else output
         with torch.no_grad():
