@@ -235,6 +235,11 @@ def compress_video_with_info(
     )
 
 
+def append_newline(tokens: Tensor, newline: Tensor) -> Tensor:
+    """OneVision's `one_token` layout: the video's tokens (M, C), then its one newline vector (C,) → (M+1, C)."""
+    return torch.cat([tokens, newline[None].to(device=tokens.device, dtype=tokens.dtype)], dim=0)
+
+
 def grid_side(num_tokens: int, channels: int, newline: Tensor | None) -> int:
     """The grid side of a frame's N tokens for the LLaVA-Video `grid` layout (a newline vector given), 0 for the
     `one_token` layout (None). Checks the newline is (C,) and N a square."""

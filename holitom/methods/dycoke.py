@@ -78,14 +78,14 @@ class DyCoke(Method):
 
         from holitom.baselines.dycoke import dycoke_merge
         from holitom.methods.installation import Installation
+        from holitom.outer import append_newline
         from holitom.patch.decode import DecodePruner
 
         installation = Installation(self, config, host)
 
         def compress(pooled: torch.Tensor) -> torch.Tensor:
             tokens, _, _ = dycoke_merge(pooled, config.dycoke_prune, config.dycoke_all_quads, config.dycoke_order)
-            newline = host.image_newline.to(device=tokens.device, dtype=tokens.dtype)
-            tokens = torch.cat([tokens, newline[None]], dim=0)
+            tokens = append_newline(tokens, host.image_newline)
             frames, per_frame = pooled.shape[:2]
             installation.record_outer(method="dycoke", frames=frames, pooled=frames * per_frame, tokens=tokens.shape[0])
             return tokens

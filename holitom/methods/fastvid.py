@@ -109,6 +109,7 @@ class FastVID(Method):
         from holitom.baselines.fastvid import fastvid_compress_with_info
         from holitom.baselines.siglip_head import load_map_head
         from holitom.methods.installation import Installation
+        from holitom.outer import append_newline
 
         installation = Installation(self, config, host)
         layout = host.newline_layout
@@ -128,7 +129,7 @@ class FastVID(Method):
             )
             tokens = result.tokens
             if layout == "one_token":
-                tokens = torch.cat([tokens, newline[None].to(device=tokens.device, dtype=tokens.dtype)], dim=0)
+                tokens = append_newline(tokens, newline)
             installation.record_outer(
                 method="fastvid",
                 frames=frames,

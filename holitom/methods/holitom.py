@@ -149,7 +149,7 @@ class HoliTom(Method):
 
         from holitom.inner import merge_dropped, select_kept
         from holitom.methods.installation import Installation
-        from holitom.outer import compress_video_with_info
+        from holitom.outer import append_newline, compress_video_with_info
         from holitom.patch.qwen2 import InnerReduction, Stage
         from holitom.patch.vision import VisionAttentionProbe
 
@@ -164,7 +164,7 @@ class HoliTom(Method):
             result = compress_video_with_info(pooled, scores, config, newline if layout == "grid" else None)
             tokens = result.tokens
             if layout == "one_token":
-                tokens = torch.cat([tokens, newline[None].to(device=tokens.device, dtype=tokens.dtype)], dim=0)
+                tokens = append_newline(tokens, newline)
             installation.record_outer(
                 method="holitom",
                 frames=pooled.shape[0],

@@ -83,6 +83,7 @@ class PruneVid(Method):
 
         from holitom.baselines.prunevid import prunevid_compress_with_info
         from holitom.methods.installation import Installation
+        from holitom.outer import append_newline
 
         installation = Installation(self, config, host)
         layout = host.newline_layout
@@ -99,9 +100,7 @@ class PruneVid(Method):
             )
             tokens = result.tokens
             if layout == "one_token":
-                tokens = torch.cat(
-                    [tokens, newline[None].to(device=tokens.device, dtype=tokens.dtype)], dim=0
-                )
+                tokens = append_newline(tokens, newline)
             installation.record_outer(
                 method="prunevid",
                 frames=pooled.shape[0],

@@ -46,6 +46,7 @@ class VisionZip(Method):
 
         from holitom.baselines.visionzip import visionzip_compress, visionzip_compress_grid
         from holitom.methods.installation import Installation
+        from holitom.outer import append_newline
         from holitom.patch.vision import VisionAttentionProbe
 
         installation = Installation(self, config, host)
@@ -58,8 +59,7 @@ class VisionZip(Method):
             if layout == "grid":
                 tokens = visionzip_compress_grid(pooled, scores, config.retain_ratio, newline, config.contextual_share)
             else:
-                tokens = visionzip_compress(pooled, scores, config.retain_ratio, config.contextual_share)
-                tokens = torch.cat([tokens, newline[None]], dim=0)
+                tokens = append_newline(visionzip_compress(pooled, scores, config.retain_ratio, config.contextual_share), newline)
             frames, per_frame = pooled.shape[:2]
             installation.record_outer(method="visionzip", frames=frames, pooled=frames * per_frame, tokens=tokens.shape[0])
             return tokens
