@@ -25,7 +25,8 @@ from holitom.synthetic import synthetic_pixels, synthetic_prompt, video_prompt
 from holitom.timing import MethodSpec, add_accounting, bench_methods, check_targets, format_table
 
 DEFAULT_METHODS = "vanilla,holitom@0.10,holitom@0.10:K=none,visionzip@0.10,fastv"
-DEFAULT_METHODS_GRID = "vanilla,holitom@0.10,holitom@0.10:K=none,fastv"  # VisionZip has no grid layout
+# the frame / no_token layouts: HoliTom and VisionZip lay tokens out as one_token or grid only
+DEFAULT_METHODS_OTHER_LAYOUTS = "vanilla,fastv"
 # CPU: ov-0.5b widths at reduced depth and frames: `holitom bench --device cpu` takes ~1.5–2 min on 2 cores.
 CPU_DEFAULTS: dict[str, Any] = {
     "shape": "ov-0.5b",
@@ -312,8 +313,8 @@ def run_bench(args: argparse.Namespace) -> int:
     full_vision = _kept_vision_layers(full_config)
     newline = getattr(config, "mm_newline_position", None) or "one_token"
     frames_n = opts["frames"] or (64 if newline == "grid" else 32)
-    if opts["methods"] == DEFAULT_METHODS and newline != "one_token":
-        opts["methods"] = DEFAULT_METHODS_GRID
+    if opts["methods"] == DEFAULT_METHODS and newline not in ("one_token", "grid"):
+        opts["methods"] = DEFAULT_METHODS_OTHER_LAYOUTS
     common = {"reference_compat": True} if getattr(args, "reference_compat", False) else None
     specs = parse_methods(opts["methods"], num_layers, preset, full_layers, newline, common)
     shape = dataclasses.replace(get_shape(config.to_dict()), name=opts["shape"] or source, frames=frames_n)

@@ -193,12 +193,12 @@ def load_model(
     """(tokenizer, model) of a llava-hf checkpoint (local directory or hub id)."""
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    from llava.model.builder import _resolve_dtype, check_attn_implementation
+    from llava.model.builder import check_attn_implementation, resolve_dtype
 
     check_attn_implementation(attn_implementation)
     config = read_config(model_path, **hub_kwargs)
     check_config(config)
-    load_kwargs: dict[str, Any] = {"dtype": _resolve_dtype(torch_dtype)}
+    load_kwargs: dict[str, Any] = {"dtype": resolve_dtype(torch_dtype)}
     if attn_implementation is not None:
         load_kwargs["attn_implementation"] = attn_implementation
     if device_map == "auto" and not torch.cuda.is_available():

@@ -22,7 +22,8 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def _resolve_dtype(torch_dtype: Any) -> Any:
+def resolve_dtype(torch_dtype: Any) -> Any:
+    """A torch dtype from a torch.dtype or its name ("float16", "bfloat16", "float32", "auto")."""
     if isinstance(torch_dtype, torch.dtype):
         return torch_dtype
     if torch_dtype in DTYPES:
@@ -130,7 +131,7 @@ def load_pretrained_model(
     else:
         config = read_model_config(model_path, overwrite_config, **hub_kwargs)
 
-    dtype = _resolve_dtype(torch_dtype)
+    dtype = resolve_dtype(torch_dtype)
     load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype}
     if attn_implementation is not None:
         load_kwargs["attn_implementation"] = attn_implementation
