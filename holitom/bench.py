@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from holitom.counts import check_int
 from holitom.methods.arguments import parse_method_item
+from holitom.provenance import cpu_name
 from holitom.random_model import SHAPE_CHOICES, build_random_model, estimated_bytes, shape_config
 from holitom.shapes import SHAPES, get_shape, match_shape
 from holitom.synthetic import synthetic_pixels, synthetic_prompt, video_prompt
@@ -193,9 +195,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r}: must be an integer ≥ {low}")
 
 
 def _resolve(args: argparse.Namespace) -> dict[str, Any]:
@@ -238,14 +237,14 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("repeats", "warmup", "decode_tokens"):
         value = getattr(args, key, None)
         out[key] = defaults[key] if value is None else value
-    _check_int("--repeats", out["repeats"], 1)
-    _check_int("--warmup", out["warmup"], 0)
-    _check_int("--decode-tokens", out["decode_tokens"], 0)
+    check_int("--repeats", out["repeats"], 1)
+    check_int("--warmup", out["warmup"], 0)
+    check_int("--decode-tokens", out["decode_tokens"], 0)
     if out["frames"] is not None:
-        _check_int("--frames", out["frames"], 1)
-    _check_int("--seed", out["seed"], 0)
+        check_int("--frames", out["frames"], 1)
+    check_int("--seed", out["seed"], 0)
     if out["threads"] is not None:
-        _check_int("--threads", out["threads"], 1)
+        check_int("--threads", out["threads"], 1)
     if model_path and (out["layers"] is not None or out["vision_layers"] is not None):
         raise ValueError(
             "--layers/--vision-layers: only for --shape (random weights); a checkpoint runs at its own depth"
@@ -263,17 +262,6 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
         if not os.path.isdir(folder):
             raise ValueError(f"--json={out['json']!r}: folder {folder!r} does not exist")
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _kept_vision_layers(config) -> int:
@@ -362,7 +350,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     device_info: dict[str, Any] = {
         "type": device.type,
-        "name": _cpu_name(),
+        "name": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
     }

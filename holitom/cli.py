@@ -9,7 +9,7 @@ from importlib import import_module
 
 # subcommand → (module, help); each module exposes add_<name>_arguments(parser) and run_<name>(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "make-tiny": ("holitom.tiny", "write a small random checkpoint in the published lmms-lab layout"),
+    "make-tiny": ("holitom.tiny", "write a small random checkpoint in the published lmms-lab (or llava-hf) layout"),
     "generate": ("holitom.generate", "answer a question about a video (vanilla or a reduction method)"),
     "flops": ("holitom.flops", "prefill FLOPs as the paper counts them"),
     "bench": ("holitom.bench", "time-to-first-token and decode speed, vanilla vs methods"),

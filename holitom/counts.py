@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r}: must be an integer ≥ 0")
+def check_int(name: str, value: object, low: int = 0) -> int:
+    """`value` if it is an integer ≥ low (bools are not), else ValueError "name=value: must be an integer ≥ low"."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r}: must be an integer ≥ {low}")
     return value
 
 
@@ -29,34 +30,34 @@ def check_share(name: str, value: object, *, low_open: bool = False, high_open: 
 
 def ceil_share(n: int, share: float) -> int:
     """math.ceil(n · share): a per-frame budget (HoliTom's b = ceil(n·ρ'), VisionZip's b = ceil(N·ρ))."""
-    return math.ceil(_check_count("n", n) * check_share("share", share))
+    return math.ceil(check_int("n", n) * check_share("share", share))
 
 
 def round_share(n: int, share: float) -> int:
     """round(n · share) with Python's round (half to even): HoliTom's static centres round(n_static·ρ')."""
-    return round(_check_count("n", n) * check_share("share", share))
+    return round(check_int("n", n) * check_share("share", share))
 
 
 def floor_share(n: int, share: float) -> int:
     """int(n · share): the official PDrop, DyCoke and FastVID counts."""
-    return int(_check_count("n", n) * check_share("share", share))
+    return int(check_int("n", n) * check_share("share", share))
 
 
 def split_budget(budget: int, contextual_share: float) -> tuple[int, int]:
     """(dominant, contextual) = (round(b·(1−D)), b − dominant): HoliTom's and VisionZip's per-frame split."""
-    _check_count("budget", budget)
+    check_int("budget", budget)
     dominant = round(budget * (1.0 - check_share("contextual_share", contextual_share)))
     return dominant, budget - dominant
 
 
 def merge_keep_count(n: int, merge_ratio: float) -> int:
     """Tokens kept by HoliTom's inner merge at layer K: round(n·(1−r)), as the reference runs it."""
-    return round(_check_count("n", n) * (1.0 - check_share("merge_ratio", merge_ratio, high_open=True)))
+    return round(check_int("n", n) * (1.0 - check_share("merge_ratio", merge_ratio, high_open=True)))
 
 
 def drop_keep_count(n: int, keep_ratio: float) -> int:
     """Tokens FastV keeps: n − round(n·(1−R)) (it drops round(n·(1−R))), the paper's accounting rule."""
-    _check_count("n", n)
+    check_int("n", n)
     return n - round(n * (1.0 - check_share("keep_ratio", keep_ratio, low_open=True)))
 
 
@@ -72,7 +73,7 @@ def after_merge_flops_count(n: int, merge_ratio: float) -> int:
 
     (The runtime keeps round(n·(1−r)); the two differ by one token only when n·r is a half-integer.)
     """
-    _check_count("n", n)
+    check_int("n", n)
     return n - round(n * check_share("merge_ratio", merge_ratio, high_open=True))
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from holitom import methods, paper
+from holitom.counts import check_int
 from holitom.methods.base import Schedule
 from holitom.shapes import SHAPES, ModelShape, get_shape, shape_of_paper_model
 
@@ -90,7 +91,7 @@ def schedule_flops(shape: ModelShape, schedule: Schedule) -> float:
         raise ValueError(f"schedule={schedule!r}: must start at layer 0")
     total = 0
     for (start, n), nxt in zip(schedule, (*schedule[1:], (shape.num_layers, 0))):
-        _check_int("visual tokens", n, 0)
+        check_int("visual tokens", n, 0)
         if not start <= nxt[0] <= shape.num_layers:
             raise ValueError(f"schedule={schedule!r}: layers must increase within 0..{shape.num_layers}")
         total += (nxt[0] - start) * layer_flops(n, shape.hidden, shape.ffn)
@@ -109,8 +110,8 @@ def prefill_flops(
     from holitom import counts
 
     for name, value, low in (("num_layers", num_layers, 1), ("hidden", hidden, 1), ("ffn", ffn, 1)):
-        _check_int(name, value, low)
-    _check_int("n_visual", n_visual, 0)
+        check_int(name, value, low)
+    check_int("n_visual", n_visual, 0)
     shape = ModelShape("custom", num_layers, hidden, ffn, 1, 1)
     schedule: Schedule = ((0, n_visual),)
     if merge_layer is not None:
@@ -135,7 +136,7 @@ def method_flops(
     shape = get_shape(model)
     spec = methods.get(method)
     frames = shape.frames if frames is None else frames
-    _check_int("frames", frames, 1)
+    check_int("frames", frames, 1)
     published = shape.name if shape.name in SHAPES else None
     config = spec.make_config(settings, shape=published, num_layers=shape.num_layers)
     schedule = spec.schedule(config, frames, shape.tokens_per_frame, shape.num_layers)
@@ -241,8 +242,3 @@ def run_flops(args: argparse.Namespace) -> int:
 
 def _short_settings(settings: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items())
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r}: must be an integer ≥ {low}")

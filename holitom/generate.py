@@ -45,17 +45,20 @@ def run_generate(args: argparse.Namespace) -> int:
     settings = method_settings_from_args(args)
     methods.get(args.method).make_config(settings)  # bad values fail before anything is read
     # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
-    on_hf = hf_onevision.checkpoint_model_type(args.model) == hf_onevision.MODEL_TYPE
+    hf_config = hf_onevision.read_hf_config(args.model)
+    on_hf = hf_config is not None
     if on_hf and args.pool_mode:
         raise ValueError("--pool-mode: transformers' LLaVA-OneVision always pools bilinearly")
     overwrite = {"mm_spatial_pool_mode": args.pool_mode} if args.pool_mode else None
-    model_config = hf_onevision.read_config(args.model) if on_hf else read_model_config(args.model, overwrite)
+    model_config = hf_config if on_hf else read_model_config(args.model, overwrite)
     methods.config_for(args.method, settings, model_config)  # ... and settings that do not fit the model
 
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()
     if on_hf:
-        tokenizer, model = hf_onevision.load_model(args.model, device_map=device, torch_dtype=dtype, attn_implementation=args.attn)
+        tokenizer, model = hf_onevision.load_model(
+            args.model, hf_config, device_map=device, torch_dtype=dtype, attn_implementation=args.attn
+        )
         processor = hf_onevision.frame_processor(args.model)
     else:
         tokenizer, model, processor, _ = load_pretrained_model(

@@ -22,7 +22,6 @@ checkpoint's video_preprocessor_config.json values (PIL bicubic resize, as the L
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -69,34 +68,23 @@ def hf_state_dict(llava_state: dict[str, torch.Tensor], published: bool = False)
 # ---------------------------------------------------------------------------------------------- configs
 
 
-def is_hf_onevision(config: Any) -> bool:
-    """A transformers config object or a config dict of transformers' LLaVA-OneVision."""
-    model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
-    return model_type == MODEL_TYPE
-
-
-def checkpoint_model_type(model_path: str, **hub_kwargs: Any) -> str | None:
-    """`model_type` of a checkpoint's config.json (a local directory, checked file by file, or a hub id)."""
-    from transformers import PretrainedConfig
+def read_hf_config(model_path: str, **hub_kwargs: Any) -> Any:
+    """The `LlavaOnevisionConfig` of a llava-hf checkpoint (config.json says `model_type: "llava_onevision"`),
+    without its weights; None for a checkpoint of another kind (lmms-lab's say "llava"). A local directory is
+    checked file by file first; config.json is read once."""
+    from transformers import LlavaOnevisionConfig
 
     from llava.model.builder import check_checkpoint_dir
 
     if os.path.isdir(model_path) or model_path.startswith((".", "/", "~")):
         check_checkpoint_dir(os.path.expanduser(model_path))
     try:
-        config_dict, _ = PretrainedConfig.get_config_dict(model_path, **hub_kwargs)
+        config_dict, _ = LlavaOnevisionConfig.get_config_dict(model_path, **hub_kwargs)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load checkpoint {model_path!r}: {exc}") from exc
-    return config_dict.get("model_type")
-
-
-def read_config(model_path: str, **hub_kwargs: Any) -> Any:
-    """The `LlavaOnevisionConfig` of a llava-hf checkpoint, without its weights."""
-    from transformers import LlavaOnevisionConfig
-
-    if checkpoint_model_type(model_path, **hub_kwargs) != MODEL_TYPE:
-        raise ValueError(f"{model_path!r} is not a transformers LLaVA-OneVision checkpoint (model_type {MODEL_TYPE!r})")
-    return LlavaOnevisionConfig.from_pretrained(model_path, **hub_kwargs)
+    if config_dict.get("model_type") != MODEL_TYPE:
+        return None
+    return LlavaOnevisionConfig.from_dict(config_dict)
 
 
 def check_config(config: Any) -> None:
@@ -112,9 +100,11 @@ def check_config(config: Any) -> None:
 
 
 def tokens_per_frame(config: Any) -> int:
-    """Pooled tokens per frame: transformers pools bilinearly to ceil(side/2)² (196 on the 27×27 SigLIP grid)."""
-    side = config.vision_config.image_size // config.vision_config.patch_size
-    return math.ceil(side / 2) ** 2
+    """Pooled tokens per frame: transformers pools bilinearly to ceil(side/2)² (196 on the 27×27 SigLIP grid),
+    read off the model-shape table's rule (`holitom.shapes`)."""
+    from holitom.shapes import shape_from_config
+
+    return shape_from_config(config.to_dict()).tokens_per_frame
 
 
 def hf_config_from_llava(llava_config: Any, vision_config: Any, image_token_id: int, video_token_id: int) -> Any:
@@ -185,18 +175,22 @@ def to_hf_onevision(model: Any, image_token_id: int, video_token_id: int) -> Any
 
 def load_model(
     model_path: str,
+    config: Any = None,
     device_map: Any = None,
     torch_dtype: Any = "float16",
     attn_implementation: str | None = "sdpa",
     **hub_kwargs: Any,
 ) -> tuple[Any, Any]:
-    """(tokenizer, model) of a llava-hf checkpoint (local directory or hub id)."""
+    """(tokenizer, model) of a llava-hf checkpoint (local directory or hub id); `config`: its
+    `read_hf_config`, when the caller has read it already."""
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
     from llava.model.builder import check_attn_implementation, resolve_dtype
 
     check_attn_implementation(attn_implementation)
-    config = read_config(model_path, **hub_kwargs)
+    config = config if config is not None else read_hf_config(model_path, **hub_kwargs)
+    if config is None:
+        raise ValueError(f"{model_path!r} is not a transformers LLaVA-OneVision checkpoint (model_type {MODEL_TYPE!r})")
     check_config(config)
     load_kwargs: dict[str, Any] = {"dtype": resolve_dtype(torch_dtype)}
     if attn_implementation is not None:
@@ -205,7 +199,9 @@ def load_model(
         device_map = None
     if device_map is not None:
         load_kwargs["device_map"] = device_map
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_path, **load_kwargs, **hub_kwargs).eval()
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        model_path, config=config, **load_kwargs, **hub_kwargs
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=True, **hub_kwargs)
     for token, expected in ((IMAGE_TOKEN, config.image_token_id), (VIDEO_TOKEN, config.video_token_id)):
         if tokenizer.convert_tokens_to_ids(token) != expected:

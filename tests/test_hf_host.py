@@ -228,6 +228,14 @@ def test_make_tiny_writes_the_llava_hf_layout_with_the_onevision_weights(tiny_hf
         assert all(not k.startswith("model.") for k in fh.keys())
 
 
+def test_checkpoints_are_told_apart_by_model_type(tiny_hf, tiny_ov):
+    config = hf_onevision.read_hf_config(tiny_hf)
+    assert config.model_type == "llava_onevision" and hf_onevision.tokens_per_frame(config) == 196
+    assert hf_onevision.read_hf_config(tiny_ov) is None  # lmms-lab's layout: the llava host
+    with pytest.raises(ValueError, match="is not a transformers LLaVA-OneVision checkpoint"):
+        hf_onevision.load_model(tiny_ov, torch_dtype="float32")
+
+
 def test_chat_template_renders_the_prompt_we_build(tiny_hf):
     import jinja2
 

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from holitom import counts
+from holitom.counts import check_int
 from holitom.methods.fastvid import FastVIDConfig, frame_budget
 from holitom.outer import CONTEXTUAL, DOMINANT, grid_layout, grid_side
 from holitom.spatial import select_top_scores
@@ -57,10 +58,6 @@ def _shape(value: object) -> object:
     return tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r}: must be an integer ≥ {low}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- segmentation
@@ -80,7 +77,7 @@ def dynamic_segments(global_features: Tensor, min_segments: int, tau: float) -> 
     num_frames = global_features.shape[0]
     if num_frames == 0:
         raise ValueError("global_features: has no frames")
-    _check_int("min_segments", min_segments, 1)
+    check_int("min_segments", min_segments, 1)
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau):
         raise ValueError(f"tau={tau!r}: must be a finite number")
     unit = global_features.float()
@@ -98,7 +95,7 @@ def dynamic_segments(global_features: Tensor, min_segments: int, tau: float) -> 
 def split_frame_budget(budget: int, contextual_share: float) -> tuple[int, int]:
     """(salient, contextual) of a per-frame budget R: contextual = int(R·d), salient = R − contextual
     (the official split, `counts.floor_share`)."""
-    contextual = counts.floor_share(_check_int("budget", budget, 0), contextual_share)
+    contextual = counts.floor_share(check_int("budget", budget, 0), contextual_share)
     return budget - contextual, contextual
 
 
@@ -113,9 +110,9 @@ def anchor_budgets(lengths: Sequence[int], contextual: int, capacity: int, strid
     whose anchors can hold the segment's budget (q = 1 always can). Host-side integers (a plan, no
     device): returns (F,) int64, summing to F·Cn.
     """
-    _check_int("contextual", contextual, 0)
-    _check_int("capacity", capacity, contextual)
-    _check_int("stride", stride, 1)
+    check_int("contextual", contextual, 0)
+    check_int("capacity", capacity, contextual)
+    check_int("stride", stride, 1)
     if len(lengths) == 0 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in lengths):
         raise ValueError(f"lengths={list(lengths)!r}: must be segment lengths ≥ 1")
     seg_len = np.asarray(lengths, dtype=np.int64)
@@ -161,7 +158,7 @@ def density_peak_scores(tokens: Tensor, k: int = DPC_NEIGHBOURS) -> Tensor:
     """
     if not isinstance(tokens, Tensor) or tokens.dim() != 3 or not tokens.is_floating_point():
         raise ValueError(f"tokens must be a floating (B, m, C) tensor, got {_shape(tokens)}")
-    _check_int("k", k, 1)
+    check_int("k", k, 1)
     batch, m, width = tokens.shape
     scores = torch.empty(batch, m, dtype=torch.float32, device=tokens.device)
     if batch == 0 or m == 0:

@@ -80,21 +80,19 @@ class HoliTomLlava(lmms):
         from llava.model.builder import load_pretrained_model, read_model_config
 
         # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
-        self._on_hf = hf_onevision.checkpoint_model_type(s.pretrained) == hf_onevision.MODEL_TYPE
+        hf_config = hf_onevision.read_hf_config(s.pretrained)
+        self._on_hf = hf_config is not None
         if self._on_hf and s.overwrite_config:
             raise ValueError(
                 f"{sorted(s.overwrite_config)}: transformers' LLaVA-OneVision has a fixed layout (bilinear pooling, "
                 "one newline); these overrides apply to lmms-lab checkpoints only"
             )
         # settings that cannot apply to this checkpoint fail before any weights are loaded
-        if self._on_hf:
-            config = hf_onevision.read_config(s.pretrained)
-        else:
-            config = read_model_config(s.pretrained, dict(s.overwrite_config) or None)
+        config = hf_config if self._on_hf else read_model_config(s.pretrained, dict(s.overwrite_config) or None)
         methods.config_for(s.method, s.method_settings, config)
         if self._on_hf:
             self._tokenizer, self._model = hf_onevision.load_model(
-                s.pretrained, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
+                s.pretrained, config, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
             )
             self._image_processor = hf_onevision.frame_processor(s.pretrained)
             self._max_length = int(config.text_config.max_position_embeddings)
