@@ -3,11 +3,22 @@
 The rule is the authors' (and the official baselines'): Python's `math.ceil`, built-in `round` (half to
 even) or `int` of the float product, with no snapping of binary error. So 45 × 0.7 = 31.499999999999996
 rounds to 31 and 100 × 0.07 = 7.000000000000001 gives a budget of 8, exactly as the reference code counts. Pure Python: no torch.
+
+The few method constants that both the registry (`holitom.methods`, whose settings need them without torch)
+and the tensor code (`holitom.inner`, `holitom.baselines`) read live here too, so neither imports the other.
 """
 
 from __future__ import annotations
 
 import math
+
+# VisionZip's own split keeps 54 dominant + 10 contextual tokens in its 64-token setting (and 108+20,
+# 162+30 at 128/192 tokens): contextual tokens are 10/64 = 15.625% of the budget.
+VISIONZIP_CONTEXTUAL_SHARE = 10 / 64
+# HoliTom's inner merge rules (how a kept token absorbs the dropped ones merged into it): `holitom.inner`.
+INNER_UPDATES = ("sequential", "mean")
+# FastVID's per-frame budget roundings (`frame_budget`).
+BUDGET_ROUNDINGS = ("ceil", "floor")
 
 
 def check_int(name: str, value: object, low: int = 0) -> int:
@@ -41,6 +52,16 @@ def round_share(n: int, share: float) -> int:
 def floor_share(n: int, share: float) -> int:
     """int(n · share): the official PDrop, DyCoke and FastVID counts."""
     return int(check_int("n", n) * check_share("share", share))
+
+
+def frame_budget(num_tokens: int, retain_ratio: float, rounding: str = "ceil") -> int:
+    """FastVID's per-frame budget R: ceil(N·ρ) (the paper's cells, `ceil_share`) or int(N·ρ) (the official
+    code's, `floor_share`)."""
+    if rounding == "ceil":
+        return ceil_share(num_tokens, retain_ratio)
+    if rounding == "floor":
+        return floor_share(num_tokens, retain_ratio)
+    raise ValueError(f"rounding={rounding!r}: must be one of {BUDGET_ROUNDINGS}")
 
 
 def split_budget(budget: int, contextual_share: float) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from holitom.methods.holitom import INNER_UPDATES
+from holitom.counts import INNER_UPDATES
 from holitom.spatial import select_top_scores
 
 

@@ -6,6 +6,8 @@ budget b = math.ceil(n·ρ'), dominant = round(b·(1-D)) and static centres = ro
 built-in round() on the float product (round half to even: round(2.5) == 2). Similarities and distances are
 computed in float32; static means and β-merges are accumulated in float32; tokens are returned in
 the input dtype. Tokens that are kept unmerged are bit-exact copies of the input.
+`config` is any object with the `OuterSettings` fields: the registry's `HoliTomConfig` (which validates them)
+has them all; this module knows no config class.
 With `config.reference_compat` the frame similarities, static means and β-merges run in the features'
 dtype with the authors' arithmetic (fp16 in the paper's runs); DPC-KNN distances stay float32, as theirs.
 """
@@ -14,15 +16,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from holitom import counts
-from holitom.methods.holitom import HoliTomConfig
 from holitom.spatial import cluster_merge, select_top_scores
 from holitom.temporal import check_features, frame_similarity, segment_frames_with_runs
+
+
+class OuterSettings(Protocol):
+    """What outer merging reads of its config (HoliTom's knobs: `holitom.methods.holitom.HoliTomConfig`)."""
+
+    retain_ratio: float
+    tau: float
+    beta: float
+    contextual_share: float
+    knn: int
+    max_window_size: int
+    reference_compat: bool
+
 
 # Values of OuterResult.kinds.
 STATIC, DOMINANT, CONTEXTUAL, NEWLINE = 0, 1, 2, 3
@@ -63,7 +78,7 @@ class OuterResult:
         return self.tokens.shape[0]
 
 
-def _validate(features: Tensor, attention: Tensor, config: HoliTomConfig, newline: Tensor | None) -> int:
+def _validate(features: Tensor, attention: Tensor, config: OuterSettings, newline: Tensor | None) -> int:
     """Checks the inputs; returns the grid side (0 for the one_token layout)."""
     num_frames, num_tokens, channels = check_features(features)
     if num_frames == 0 or num_tokens == 0 or channels == 0:
@@ -71,8 +86,12 @@ def _validate(features: Tensor, attention: Tensor, config: HoliTomConfig, newlin
     if not isinstance(attention, Tensor) or tuple(attention.shape) != (num_frames, num_tokens):
         shape = tuple(attention.shape) if isinstance(attention, Tensor) else type(attention).__name__
         raise ValueError(f"attention must have shape (F, N) = {(num_frames, num_tokens)}, got {shape}")
-    if not isinstance(config, HoliTomConfig):
-        raise ValueError(f"config must be a HoliTomConfig, got {type(config).__name__}")
+    missing = [name for name in OuterSettings.__annotations__ if not hasattr(config, name)]
+    if missing:
+        raise ValueError(
+            f"config must be a HoliTomConfig or have its settings (missing: {', '.join(missing)}), "
+            f"got {type(config).__name__}"
+        )
     return grid_side(num_tokens, channels, newline)
 
 
@@ -95,7 +114,7 @@ class _Segment:
 
 
 def _plan(
-    segments: list[tuple[int, int]], run: np.ndarray, num_tokens: int, rho: float, config: HoliTomConfig
+    segments: list[tuple[int, int]], run: np.ndarray, num_tokens: int, rho: float, config: OuterSettings
 ) -> list[_Segment]:
     """Every count and position that does not depend on token values, from the run-length table alone
     (position p is static across window s..e iff run[e-1, p] >= e - s): no device reads."""
@@ -115,7 +134,7 @@ def _plan(
 
 
 def _dynamic_tokens(
-    clip: Tensor, scores: Tensor, dynamic_pos: Tensor, dominant: int, contextual: int, config: HoliTomConfig
+    clip: Tensor, scores: Tensor, dynamic_pos: Tensor, dominant: int, contextual: int, config: OuterSettings
 ) -> tuple[Tensor, Tensor]:
     """The dominant and contextual tokens of w frames sharing their dynamic positions.
 
@@ -138,7 +157,7 @@ def _dynamic_tokens(
 
 
 def compress_video_with_info(
-    features: Tensor, attention: Tensor, config: HoliTomConfig, newline: Tensor | None = None
+    features: Tensor, attention: Tensor, config: OuterSettings, newline: Tensor | None = None
 ) -> OuterResult:
     """Spec §1–2 outer-LLM merging with bookkeeping; see `compress_video` for the arguments.
 
@@ -290,7 +309,7 @@ def grid_layout(
 
 
 def compress_video(
-    features: Tensor, attention: Tensor, config: HoliTomConfig, newline: Tensor | None = None
+    features: Tensor, attention: Tensor, config: OuterSettings, newline: Tensor | None = None
 ) -> Tensor:
     """HoliTom outer-LLM merging (spec §1–2).
 

@@ -9,16 +9,17 @@ import torch
 
 from holitom import counts
 from holitom.baselines import fastv_select, visionzip_budget, visionzip_compress
+from holitom.counts import VISIONZIP_CONTEXTUAL_SHARE
 from holitom.inner import select_kept
 from holitom.methods.fastv import FastVConfig
-from holitom.methods.visionzip import VISIONZIP_CONTEXTUAL_SHARE
+from holitom.methods.visionzip import VisionZipConfig
 
 # --------------------------------------------------------------------------------------- VisionZip budget
 
 
 def test_default_share_reproduces_visionzip_splits():
     # VisionZip's own settings on 576 CLIP tokens: 64 = 54 + 10, 128 = 108 + 20, 192 = 162 + 30.
-    assert VISIONZIP_CONTEXTUAL_SHARE == 10 / 64
+    assert VISIONZIP_CONTEXTUAL_SHARE == 10 / 64 == VisionZipConfig().contextual_share  # the registry's default
     assert visionzip_budget(576, 64 / 576) == (54, 10)
     assert visionzip_budget(576, 128 / 576) == (108, 20)
     assert visionzip_budget(576, 192 / 576) == (162, 30)

@@ -5,8 +5,10 @@ method; the loop-by-loop reference implementation alone is a fifth of it.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import types
 
 import pytest
 import torch
@@ -26,8 +28,9 @@ from holitom.baselines.fastvid import (
     split_frame_budget,
 )
 from holitom.baselines.siglip_head import load_map_head, map_head_outputs
+from holitom.counts import frame_budget
 from holitom.flops import schedule_flops
-from holitom.methods.fastvid import METHOD, FastVIDConfig, frame_budget
+from holitom.methods.fastvid import METHOD, FastVIDConfig
 from holitom.outer import CONTEXTUAL, DOMINANT, NEWLINE
 from holitom.shapes import SHAPES
 from holitom.tiny import make_tiny_siglip
@@ -416,6 +419,23 @@ def test_deterministic_dtype_and_inputs_untouched():
     assert info.positions.view(10, -1).tolist() == [list(range(10))] * 10
 
 
+def test_any_config_with_the_fastvid_settings_gives_the_same_tokens():
+    """The algorithm knows no config class: FastVIDConfig and a plain object with its values merge alike."""
+    x, attention, glob = rand_video(8, 16, 4, seed=5)
+    for cfg in (FastVIDConfig(retain_ratio=0.3, fastvid_segments=2), toy_config(fastvid_rounding="floor")):
+        plain = types.SimpleNamespace(**dataclasses.asdict(cfg))
+        ours, theirs = (fastvid_compress_with_info(x, attention, glob, c) for c in (cfg, plain))
+        assert torch.equal(ours.tokens, theirs.tokens) and ours.segments == theirs.segments
+
+
+def test_registry_and_algorithm_share_their_constants():
+    from holitom import counts, shapes
+    from holitom.methods import fastvid as registry
+
+    assert registry.frame_budget is counts.frame_budget and registry.ROUNDINGS == counts.BUDGET_ROUNDINGS
+    assert FastVIDConfig().fastvid_siglip == registry.FASTVID_SIGLIP == shapes.SIGLIP_SO400M
+
+
 def test_bad_inputs():
     x, attention, glob = rand_video(4, 9, 4)
     cfg = FastVIDConfig(retain_ratio=0.5)
@@ -426,7 +446,7 @@ def test_bad_inputs():
         ((x, attention[:, :5], glob, cfg), r"attention must have shape \(F, N\) = \(4, 9\)"),
         ((x, attention, glob[:3], cfg), "global_features must have shape"),
         ((x, None, glob, cfg), "attention and global_features .* are required"),
-        ((x, attention, glob, {"retain_ratio": 0.5}), "config must be a FastVIDConfig"),
+        ((x, attention, glob, {"retain_ratio": 0.5}), r"config must be a FastVIDConfig .*missing: retain_ratio, "),
         ((x, attention, glob, FastVIDConfig(retain_ratio=0.1, fastvid_rounding="floor")), r"int\(9·ρ\) = 0"),
     ]
     for args, match in cases:

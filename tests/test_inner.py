@@ -221,9 +221,19 @@ def test_merge_preserves_low_precision_dtype(dtype, update):
     assert torch.equal(out, ref.to(dtype))
 
 
+def test_the_registry_offers_the_merge_rules_inner_implements():
+    from holitom.counts import INNER_UPDATES
+    from holitom.methods.holitom import METHOD
+
+    assert METHOD.setting("inner_update").choices == INNER_UPDATES == ("sequential", "mean")
+    hidden, kept, dropped = hand_case()
+    for update in INNER_UPDATES:
+        assert merge_dropped(hidden, kept, dropped, update).shape == (kept.numel(), hidden.shape[1])
+
+
 def test_merge_bad_args():
     hidden, kept, dropped = hand_case()
-    with pytest.raises(ValueError, match="update='median'"):
+    with pytest.raises(ValueError, match=r"update='median': must be one of \('sequential', 'mean'\)"):
         merge_dropped(hidden, kept, dropped, "median")
     with pytest.raises(
         ValueError, match=r"hidden: expected a 2-D tensor \(n_v, d\), got tensor of shape \(5,\)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -298,5 +299,30 @@ def test_rejects_bad_input():
         compress_video(x, a, config, newline=torch.zeros(4))
     with pytest.raises(ValueError, match="features"):
         compress_video(torch.zeros(2, 5, 3), torch.zeros(2, 5), config, newline=torch.zeros(3))
-    with pytest.raises(ValueError, match="config"):
+    with pytest.raises(ValueError, match=r"config must be a HoliTomConfig .*missing: retain_ratio, tau, .*got dict"):
         compress_video(x, a, {"retain_ratio": 0.1})
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainSettings:
+    """The outer settings alone, no registry class: what `compress_video` reads."""
+
+    retain_ratio: float
+    tau: float
+    beta: float
+    contextual_share: float
+    knn: int
+    max_window_size: int
+    reference_compat: bool
+
+
+def test_any_config_with_the_outer_settings_gives_the_same_tokens():
+    """outer knows no config class: HoliTomConfig and a plain object with the same values merge alike."""
+    x = torch.randn(6, 16, 8, generator=torch.Generator().manual_seed(3))
+    a = torch.rand(6, 16, generator=torch.Generator().manual_seed(4))
+    for config in (HoliTomConfig(retain_ratio=0.3, contextual_share=0.4, knn=3), HoliTomConfig(reference_compat=True)):
+        plain = PlainSettings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(PlainSettings)})
+        for newline in (None, torch.full((8,), -1.0)):
+            ours, theirs = compress_video_with_info(x, a, config, newline), compress_video_with_info(x, a, plain, newline)
+            assert torch.equal(ours.tokens, theirs.tokens) and torch.equal(ours.kinds, theirs.kinds)
+            assert ours.segments == theirs.segments

@@ -20,6 +20,9 @@ output per frame (`map_head_outputs` on the tower's features).
 The head (`holitom.baselines.siglip_head`): `load_map_head` reads it from a SigLIP checkpoint (LLaVA
 checkpoints lack it), `map_head_outputs` applies it. Where this differs from the official code, and why: docs/methods.md.
 
+`config` is any object with the `FastVIDSettings` fields: the registry's `FastVIDConfig` (which validates them)
+has them all; this module knows no config class.
+
 Determinism (the official code adds unseeded U(0,1)·1e-6 noise to densities and uses topk ties): equal
 attention or score → lower position first (stable sorts); equal density → the lower position is the
 "higher" one; equal similarity → the centre of lower position. Similarities, distances and merges are in
@@ -32,14 +35,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from holitom import counts
-from holitom.counts import check_int
-from holitom.methods.fastvid import FastVIDConfig, frame_budget
+from holitom.counts import check_int, frame_budget
 from holitom.outer import CONTEXTUAL, DOMINANT, grid_layout, grid_side
 from holitom.spatial import select_top_scores
 
@@ -48,6 +51,18 @@ DPC_NEIGHBOURS = 4
 # Values per chunk of the chunked steps (float32 elements): small on CPU (cache), larger on accelerators.
 _CPU_CHUNK_VALUES = 1 << 22
 _DEVICE_CHUNK_VALUES = 1 << 26
+
+
+class FastVIDSettings(Protocol):
+    """What FastVID reads of its config (its knobs: `holitom.methods.fastvid.FastVIDConfig`)."""
+
+    retain_ratio: float
+    fastvid_segments: int
+    fastvid_tau: float
+    fastvid_contextual: float
+    fastvid_anchor_stride: int
+    fastvid_beta: float
+    fastvid_rounding: str
 
 
 def _chunk_values(device: torch.device) -> int:
@@ -309,7 +324,7 @@ class FastVIDResult:
 
 
 def _validate(
-    features: Tensor, attention: Tensor | None, global_features: Tensor | None, config: FastVIDConfig, newline: Tensor | None
+    features: Tensor, attention: Tensor | None, global_features: Tensor | None, config: FastVIDSettings, newline: Tensor | None
 ) -> int:
     """Checks the inputs (attention/global_features only when given); returns the grid side (0: one_token)."""
     if not isinstance(features, Tensor) or features.dim() != 3 or not features.is_floating_point():
@@ -317,8 +332,12 @@ def _validate(
     num_frames, num_tokens, width = features.shape
     if min(num_frames, num_tokens, width) == 0:
         raise ValueError(f"features must have F, N, C > 0, got shape {tuple(features.shape)}")
-    if not isinstance(config, FastVIDConfig):
-        raise ValueError(f"config must be a FastVIDConfig, got {type(config).__name__}")
+    missing = [name for name in FastVIDSettings.__annotations__ if not hasattr(config, name)]
+    if missing:
+        raise ValueError(
+            f"config must be a FastVIDConfig or have its settings (missing: {', '.join(missing)}), "
+            f"got {type(config).__name__}"
+        )
     if attention is not None and (not isinstance(attention, Tensor) or tuple(attention.shape) != (num_frames, num_tokens)):
         raise ValueError(f"attention must have shape (F, N) = {(num_frames, num_tokens)}, got {_shape(attention)}")
     if global_features is not None and (
@@ -390,7 +409,7 @@ def fastvid_compress_with_info(
     features: Tensor,
     attention: Tensor | None,
     global_features: Tensor | None,
-    config: FastVIDConfig,
+    config: FastVIDSettings,
     newline: Tensor | None = None,
 ) -> FastVIDResult:
     """FastVID on one video's pooled tokens, with bookkeeping.
@@ -491,7 +510,7 @@ def fastvid_compress(
     features: Tensor,
     attention: Tensor | None,
     global_features: Tensor | None,
-    config: FastVIDConfig,
+    config: FastVIDSettings,
     newline: Tensor | None = None,
 ) -> Tensor:
     """FastVID's token sequence for one video: (M, C); see `fastvid_compress_with_info`."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from holitom.methods.fastvid import FASTVID_SIGLIP
+from holitom.shapes import SIGLIP_SO400M
 
 # Values per chunk of frames (float32 elements): small on CPU (cache), larger on accelerators.
 _CPU_CHUNK_VALUES = 1 << 22
@@ -99,7 +99,7 @@ def load_map_head(source: str) -> MapHead:
     from safetensors import safe_open
     from transformers import SiglipVisionConfig
 
-    name = FASTVID_SIGLIP if source.startswith(("/", ".", "~")) else source  # a path: advise the hub id
+    name = SIGLIP_SO400M if source.startswith(("/", ".", "~")) else source  # a path: advise the hub id
     advice = (
         f"LLaVA checkpoints do not contain this head. Download {name} once while online (`hf download {name}` "
         "fills the Hugging Face cache), or set fastvid_siglip to a local directory holding its config.json and "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from holitom import counts
-from holitom.methods.visionzip import VISIONZIP_CONTEXTUAL_SHARE
+from holitom.counts import VISIONZIP_CONTEXTUAL_SHARE
 from holitom.outer import DOMINANT, grid_layout, grid_side
 from holitom.spatial import select_top_scores
 

@@ -11,21 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from holitom import counts
+from holitom.counts import BUDGET_ROUNDINGS as ROUNDINGS
+from holitom.counts import frame_budget
 from holitom.methods.base import Method, Schedule, check_int, check_share, setting
+from holitom.shapes import SIGLIP_SO400M
 
-ROUNDINGS = ("ceil", "floor")
 # The checkpoint whose MAP head and post-layernorm FastVID reads (the tower LLaVA-OneVision/Video fine-tuned).
-FASTVID_SIGLIP = "google/siglip-so400m-patch14-384"
-
-
-def frame_budget(num_tokens: int, retain_ratio: float, rounding: str = "ceil") -> int:
-    """Per-frame budget R: ceil(N·ρ) (the paper's cells, `counts.ceil_share`) or int(N·ρ) (the official
-    code's, `counts.floor_share`), by the one rounding rule of `holitom.counts`."""
-    if rounding == "ceil":
-        return counts.ceil_share(num_tokens, retain_ratio)
-    if rounding == "floor":
-        return counts.floor_share(num_tokens, retain_ratio)
-    raise ValueError(f"rounding={rounding!r}: must be one of {ROUNDINGS}")
+FASTVID_SIGLIP = SIGLIP_SO400M
 
 
 @dataclass(frozen=True)

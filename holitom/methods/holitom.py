@@ -9,9 +9,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from holitom import counts
+from holitom.counts import INNER_UPDATES
 from holitom.methods.base import Method, Schedule, check_int, check_share, setting
-
-INNER_UPDATES = ("sequential", "mean")
 
 # The paper's inner merge layer K per published model (18 of 28 for the 7B models, 60 of 80 for 72B).
 # ov-0.5b is not in the paper; K=15 keeps the 7B's relative depth (18/28 of 24 layers, rounded).

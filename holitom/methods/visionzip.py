@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from holitom import counts
+from holitom.counts import VISIONZIP_CONTEXTUAL_SHARE
 from holitom.methods.base import Method, Schedule, check_share, setting
-
-# VisionZip's own split keeps 54 dominant + 10 contextual tokens in its 64-token setting (and 108+20,
-# 162+30 at 128/192 tokens): contextual tokens are 10/64 = 15.625% of the budget.
-VISIONZIP_CONTEXTUAL_SHARE = 10 / 64
 
 
 @dataclass(frozen=True)
