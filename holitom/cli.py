@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
+
+from llava.errors import HookError
 
 # subcommand → (module, help); each module exposes add_<name>_arguments(parser) and run_<name>(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -45,10 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(_entry(args.command)[1](args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+        code = int(_entry(args.command)[1](args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below, not at exit
+        return code
+    except (ValueError, FileNotFoundError, HookError) as exc:
         print(f"holitom {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`holitom flops --json | head`): stop quietly, as a Unix filter does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

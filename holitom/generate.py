@@ -5,8 +5,23 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from holitom.methods.arguments import add_method_arguments, method_settings_from_args
+
+
+def require_visual_tokens(stats: Any, visual_inputs: int, where: str) -> None:
+    """A request that carried images/videos must have put visual tokens into the LLM: 0 is an error (the
+    video was dropped somewhere), never a statistic."""
+    if visual_inputs and stats.visual_tokens == 0:
+        import transformers
+
+        from llava.errors import HookError
+
+        raise HookError(
+            f"{where}: the request carried {visual_inputs} image/video input(s) but 0 visual tokens reached the "
+            f"language model (transformers {transformers.__version__}); the video was dropped"
+        )
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,14 +48,14 @@ def run_generate(args: argparse.Namespace) -> int:
     import holitom
     from holitom import hf_onevision, methods
     from llava.conversation import conv_templates
-    from llava.model.builder import load_pretrained_model, read_model_config
+    from llava.model.builder import load_pretrained_model, read_model_config, resolve_device
     from llava.video import load_video
 
     if args.frames < 1:
         raise ValueError(f"--frames={args.frames}: must be ≥ 1")
     if args.conv_template not in conv_templates:
         raise ValueError(f"--conv-template={args.conv_template!r}: valid templates are {sorted(conv_templates)}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
     settings = method_settings_from_args(args)
     methods.get(args.method).make_config(settings)  # bad values fail before anything is read
@@ -100,6 +115,7 @@ def run_generate(args: argparse.Namespace) -> int:
     answer = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
 
     stats = holitom.stats(model)
+    require_visual_tokens(stats, 1, "holitom generate")
     print(f"video: {args.video} ({info['total_frames']} frames, {len(frames)} sampled, backend {info['backend']})")
     print(f"model: {args.model} ({'transformers LlavaOnevisionForConditionalGeneration' if on_hf else 'llava'})")
     print(f"method: {stats.method} {stats.settings if stats.settings else ''}".rstrip())

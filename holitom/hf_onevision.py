@@ -185,9 +185,11 @@ def load_model(
     `read_hf_config`, when the caller has read it already."""
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    from llava.model.builder import check_attn_implementation, resolve_dtype
+    from llava.model.builder import check_attn_implementation, check_weight_shards, resolve_dtype
 
     check_attn_implementation(attn_implementation)
+    if os.path.isdir(os.path.expanduser(model_path)):
+        check_weight_shards(os.path.expanduser(model_path))
     config = config if config is not None else read_hf_config(model_path, **hub_kwargs)
     if config is None:
         raise ValueError(f"{model_path!r} is not a transformers LLaVA-OneVision checkpoint (model_type {MODEL_TYPE!r})")

@@ -241,6 +241,11 @@ out = os.path.join(opts["--output_path"], "model")
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, time.strftime("%Y%m%d_%H%M%S") + "_results.json"), "w") as fh:
     json.dump({{"results": {{}}, "config": {{"model": "holitom_llava", "model_args": model_args}}}}, fh)
+stats_dir = dict(kv.split("=", 1) for kv in model_args.split(","))["stats_dir"]
+visual = 0 if "retain_ratio=0.97" in model_args else 196  # 0.97: the video was dropped on the way
+with open(os.path.join(stats_dir, "holitom_samples_rank0.jsonl"), "a") as fh:
+    for doc in range(2):
+        fh.write(json.dumps({{"doc_id": doc, "visual_inputs": 1, "visual_tokens": visual}}) + "\\n")
 """
 
 
@@ -265,6 +270,7 @@ def _plan() -> Plan:
             {"name": "swallowed", "method": "holitom", "retain_ratio": 0.98},
             {"name": "invalid", "method": "holitom", "retain_ratio": 2.0},
             {"name": "ok2", "method": "vanilla"},
+            {"name": "no_video", "method": "holitom", "retain_ratio": 0.97},
         ],
     }
     return build_plan(config)
@@ -281,7 +287,11 @@ def test_failures_do_not_stop_the_sweep_and_finished_runs_are_skipped(fake_lmms,
         ("swallowed", "failed"),
         ("invalid", "failed"),
         ("ok2", "done"),
+        ("no_video", "failed"),
     ]
+    assert "2 of 2 requests carried a video but put 0 visual tokens into the LLM" in outcomes[5].detail
+    assert not list((out / "no_video").glob("**/*_results.json"))  # rejected results stay out of the tables
+    assert list((out / "no_video").glob("**/*_results.json.rejected"))
     assert "exit status 3" in outcomes[1].detail and "RuntimeError: boom" in "\n".join(messages)
     assert "wrote no results" in outcomes[2].detail
     assert "invalid config: method holitom: retain_ratio=2.0: must be in (0, 1]" == outcomes[3].detail
@@ -290,6 +300,7 @@ def test_failures_do_not_stop_the_sweep_and_finished_runs_are_skipped(fake_lmms,
         "crashes",
         "swallowed",
         "ok2",
+        "no_video",
     ]  # the invalid run never launched
     done = json.loads((out / "ok1" / DONE_FILE).read_text())
     assert done["results"] and not (out / "crashes" / DONE_FILE).exists()
@@ -300,8 +311,8 @@ def test_failures_do_not_stop_the_sweep_and_finished_runs_are_skipped(fake_lmms,
     # Restart: the finished runs are skipped, the failed ones are tried again.
     calls.write_text("")
     outcomes = execute(_plan(), str(out), python=python, echo=messages.append)
-    assert [o.status for o in outcomes] == ["skipped", "failed", "failed", "failed", "skipped"]
-    assert calls.read_text().split() == ["crashes", "swallowed"]
+    assert [o.status for o in outcomes] == ["skipped", "failed", "failed", "failed", "skipped", "failed"]
+    assert calls.read_text().split() == ["crashes", "swallowed", "no_video"]
 
     # Changed settings: still skipped (no surprise re-runs), but said so; --force runs it again.
     plan = _plan()
@@ -316,7 +327,8 @@ def test_failures_do_not_stop_the_sweep_and_finished_runs_are_skipped(fake_lmms,
         == "done"
     )
     assert calls.read_text().split() == ["ok1"]
-    assert not (out / "ok1" / "holitom_samples_rank0.jsonl").exists()  # records of the old attempt removed
+    fresh = (out / "ok1" / "holitom_samples_rank0.jsonl").read_text().splitlines()
+    assert len(fresh) == 2 and "stale" not in fresh  # records of the old attempt removed, no duplicates
 
 
 def test_main_exits_nonzero_after_running_everything(fake_lmms, tmp_path, capsys):

@@ -113,6 +113,9 @@ out = os.path.join(opts["--output_path"], "model")
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "x_results.json"), "w") as fh:
     json.dump({{"results": {{}}, "config": {{"model": "holitom_llava", "model_args": opts["--model_args"]}}}}, fh)
+stats_dir = dict(kv.split("=", 1) for kv in opts["--model_args"].split(","))["stats_dir"]
+with open(os.path.join(stats_dir, "holitom_samples_rank0.jsonl"), "w") as fh:
+    fh.write(json.dumps({{"visual_inputs": 1, "visual_tokens": 196}}) + "\\n")
 """
 
 

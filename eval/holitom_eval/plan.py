@@ -80,7 +80,13 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path!r} does not exist")
     with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
+        try:
+            config = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"config {where}: malformed YAML: {problem}") from None
     if not isinstance(config, dict):
         raise ValueError(f"config {path}: expected a mapping at the top level")
     unknown = sorted(set(config) - TOP_KEYS)

@@ -7,6 +7,7 @@ tables read them).
     OUT/<run>/holitom_run.json                  the model's settings, provenance and paper-style FLOPs
     OUT/<run>/holitom_samples_rank<R>.jsonl     one record per request and rank (visual tokens, FLOPs)
     OUT/<run>/holitom_done.json                 written by the runner once lmms-eval wrote its results
+    OUT/.sweep.lock                             held (flock) by the sweep writing into OUT, names its holder
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ RESULTS_GLOB = "*_results.json"
 RUN_RECORD = "holitom_run.json"
 SAMPLES_GLOB = "holitom_samples_rank*.jsonl"
 DONE_FILE = "holitom_done.json"
+SWEEP_LOCK = ".sweep.lock"
 
 
 def samples_file(rank: int) -> str:

@@ -16,10 +16,12 @@ LIMIT, FRAMES, RUNS, DEVICE, DTYPE, SMOKE, PYTHON, PORT, LMMS_EVAL_ARGS.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from holitom_eval import MODEL_NAME, TASKS_DIR, records
 from holitom_eval.plan import DONE_FILE, SMOKE_ENV, Plan, Run, build_plan, load_config
@@ -122,6 +125,45 @@ def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, st
 
 
 # ---------------------------------------------------------------------------------------------- running
+
+
+def claim_out_dir(out_dir: str, what: str) -> Any:
+    """Hold OUT for this process (an flock on OUT/.sweep.lock, released when the process ends, even killed):
+    a second sweep into the same OUT refuses, naming the holder, instead of running every run twice and
+    appending duplicate records. Returns the open lock file; keep it."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, records.SWEEP_LOCK)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ValueError(
+            f"{os.path.abspath(out_dir)} is in use by {holder}; wait for it to finish (finished runs are then "
+            "skipped) or choose another --out"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"sweep {what} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+    fh.flush()
+    return fh
+
+
+def records_problem(run_dir: str) -> str | None:
+    """Why the model's per-request records of a finished run cannot be trusted, or None: no records at all,
+    or requests that carried a video but put 0 visual tokens into the LLM."""
+    rows = []
+    for path in sorted(Path(run_dir).glob(records.SAMPLES_GLOB)):
+        with open(path) as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    if not rows:
+        return "the model wrote no per-request records"
+    empty = sum(1 for r in rows if r.get("visual_inputs", 1) and not r.get("visual_tokens"))
+    if empty:
+        return f"{empty} of {len(rows)} requests carried a video but put 0 visual tokens into the LLM"
+    return None
 
 
 class Interrupted(Exception):
@@ -246,16 +288,20 @@ def _execute_one(
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.time() - start
     results = _results_since(run_dir, start)
-    if code == 0 and results:
+    problem = records_problem(run_dir) if code == 0 and results and run.lmms_model == MODEL_NAME else None
+    if code == 0 and results and problem is None:
         with open(done_path, "w") as fh:
             json.dump({"fingerprint": fingerprint, "results": results, "seconds": seconds}, fh, indent=2)
         echo(f"✓ {run.name} ({seconds:.0f} s)")
         outcomes.append(Outcome(run.name, "done", seconds=seconds))
     else:
+        if problem:  # keep the rejected results out of the tables (and out of the next attempt's way)
+            for path in results:
+                os.replace(path, path + ".rejected")
         why = (
             f"exit status {code}"
             if code
-            else "lmms-eval wrote no results (it reports errors and exits 0)"
+            else problem or "lmms-eval wrote no results (it reports errors and exits 0)"
         )
         echo(f"✗ {run.name}: {why}; log: {log_path}\n{_log_tail(log_path)}")
         outcomes.append(Outcome(run.name, "failed", f"{why}; log: {log_path}", seconds))
@@ -349,6 +395,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except (ValueError, FileNotFoundError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return 2
+    if not args.dry_run:
+        try:
+            lock = claim_out_dir(out_dir, plan.name)  # noqa: F841 - held until the process ends
+        except ValueError as exc:
+            print(f"sweep: error: {exc}", file=sys.stderr)
+            return 2
     processes = gpus if plan.data_parallel else 1
     cpu = smoke or any(r.model_args.get("device") == "cpu" for r in plan.runs)
     if smoke:

@@ -27,7 +27,7 @@ import glob
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,27 +281,59 @@ def scores_of(results: dict[str, Any]) -> dict[str, tuple[float, int]]:
     return whole
 
 
-def collect(log_dir: str, paper_table: str = PAPER_AUTO) -> list[Row]:
-    """Every configuration with results under log_dir, sorted for the tables, with the paper's row for each
-    (`paper_table`: "auto" = the table of the same model and frames, a table id, or "none")."""
-    log_dir = os.path.abspath(log_dir)
-    if not os.path.isdir(log_dir):
-        raise ValueError(f"LOG_DIR={log_dir!r} is not a directory")
-    files = sorted(glob.glob(os.path.join(log_dir, "**", records.RESULTS_GLOB), recursive=True))
-    if not files:
-        raise ValueError(f"no lmms-eval results ({records.RESULTS_GLOB}) under {log_dir}")
-    rows: dict[tuple, Row] = {}
-    for path in files:
+def read_json_object(path: str, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; a truncated or wrongly shaped one is named in one line."""
+    try:
         with open(path) as fh:
-            results = json.load(fh)
+            value = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path}: not valid JSON (truncated?): {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_results(path: str) -> dict[str, Any]:
+    """One lmms-eval results file, checked for the shape the tables read: `results` an object of per-task
+    objects, `config` an object."""
+    results = read_json_object(path, "results file")
+    tasks = results.get("results")
+    if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
+        raise ValueError(f"results file {path}: not lmms-eval results (`results` must map task names to objects)")
+    for key in ("config", "n-samples"):
+        if results.get(key) is not None and not isinstance(results[key], dict):
+            raise ValueError(f"results file {path}: `{key}` must be an object")
+    return results
+
+
+def collect(log_dirs: str | Sequence[str], paper_table: str = PAPER_AUTO) -> list[Row]:
+    """Every configuration with results under the log folder(s), sorted for the tables, with the paper's row
+    for each (`paper_table`: "auto" = the table of the same model and frames, a table id, or "none")."""
+    dirs = [os.path.abspath(d) for d in ([log_dirs] if isinstance(log_dirs, str) else log_dirs)]
+    if not dirs:
+        raise ValueError("no LOG_DIR given")
+    for log_dir in dirs:
+        if not os.path.isdir(log_dir):
+            raise ValueError(f"LOG_DIR={log_dir!r} is not a directory")
+    # run folders are named relative to the one folder, or to the common parent of several
+    root = dirs[0] if len(dirs) == 1 else os.path.commonpath(dirs)
+    files = [
+        (path, log_dir)
+        for log_dir in dirs
+        for path in sorted(glob.glob(os.path.join(log_dir, "**", records.RESULTS_GLOB), recursive=True))
+    ]
+    if not files:
+        raise ValueError(f"no lmms-eval results ({records.RESULTS_GLOB}) under {', '.join(dirs)}")
+    rows: dict[tuple, Row] = {}
+    for path, log_dir in files:
+        results = read_results(path)
         config = results.get("config") or {}
         model = str(config.get("model", ""))
         args = parse_model_args(config.get("model_args"))
         record_path = _find_up(os.path.dirname(path), log_dir, records.RUN_RECORD)
         record = None
         if record_path:
-            with open(record_path) as fh:
-                record = json.load(fh)
+            record = read_json_object(record_path, "run record")
         method, retention, details = _identity(model, args, record)
         pretrained = str(args.get("pretrained", "?")).rstrip("/")
         frames = args.get("max_frames_num")
@@ -319,8 +351,8 @@ def collect(log_dir: str, paper_table: str = PAPER_AUTO) -> list[Row]:
                 if result is not None:
                     row.tflops, row.percent = result.tflops, result.percent_of_vanilla
         run_dir = os.path.dirname(record_path) if record_path else os.path.dirname(path)
-        row.runs.add(os.path.relpath(run_dir, log_dir))
-        row.provenance[os.path.relpath(run_dir, log_dir)] = provenance_of(record, results, args)
+        row.runs.add(os.path.relpath(run_dir, root))
+        row.provenance[os.path.relpath(run_dir, root)] = provenance_of(record, results, args)
         if record_path and not row.measured:
             row.measured = _measured(run_dir)
         date = str(results.get("date", "")) or str(os.path.getmtime(path))

@@ -4,8 +4,10 @@ transformers' model puts a video into the LM as a run of F·N + 1 `video_token_i
 (every frame's N pooled tokens, then one newline) and writes the video's features over that run. With a
 video-token compressor installed, the host encodes each video itself (tower → projector → pooling, frames in
 chunks), compresses it, shrinks every row's placeholder run to the tokens kept (input ids, attention mask and
-labels alike) and hands the kept tokens to the model as `mm_encoder_outputs`; positions are those of a vanilla
-sequence of the shorter length. `generate` gets the same treatment before its loop starts and returns the
+labels alike) and hands the model `inputs_embeds` with the kept tokens written over that run, as the model
+itself writes video features over its placeholders (every transformers version takes `inputs_embeds`; the
+`mm_encoder_outputs` argument exists only from 5.2x on); positions are those of a vanilla sequence of the
+shorter length. `generate` gets the same treatment before its loop starts and returns the
 caller's own prompt ids followed by the new tokens, so `out[:, inputs["input_ids"].shape[1]:]` is the answer.
 
 The per-sequence state (where the visual tokens sit, the prompt length, the prefill flag, the survivors) is
@@ -23,11 +25,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from holitom.hf_onevision import tokens_per_frame
 from holitom.hosts.base import VideoCompressor
+from llava.errors import HookError
+from llava.model.cache_compat import find_cache
 from llava.model.sequence import SequenceState
 
 _SEQUENCE_KEY = "_holitom_sequence"
 _SLOT_KEY = "_holitom_methods"
+
+
+def frame_tokens(flat: torch.Tensor, frames: int, per_frame: int) -> torch.Tensor:
+    """A video's pooled features as transformers' `get_video_features` returns them (M, d) → (frames,
+    per_frame, d). transformers 5.25 appends the image newline to them and 5.17 does not: both are read,
+    and any other count is refused (a silent reshape would mix frames)."""
+    if flat.shape[0] == frames * per_frame + 1:
+        flat = flat[:-1]
+    elif flat.shape[0] != frames * per_frame:
+        import transformers
+
+        raise HookError(
+            f"get_video_features gave {flat.shape[0]} tokens for {frames} frames of {per_frame} pooled tokens "
+            f"(transformers {transformers.__version__}); expected {frames * per_frame}, or one more with the newline"
+        )
+    return flat.view(frames, per_frame, flat.shape[-1])
 
 
 class HFOnevisionHost:
@@ -120,6 +141,7 @@ class SequenceTracker:
         self.host = host
         model = host.model
         self._pending: SequenceState | None = None  # begun by a compression, waiting for its first pass
+        self._pending_ids: torch.Tensor | None = None  # that compression's shortened input ids
         self._labels: torch.Tensor | None = None
         self._loss_kwargs: dict[str, Any] = {}
         self.handles = [
@@ -145,13 +167,18 @@ class SequenceTracker:
             if len(args) > 1:
                 raise ValueError("pass the model's inputs by keyword (input_ids=..., pixel_values_videos=...)")
             kwargs = {"input_ids": args[0], **kwargs}
-        cache = kwargs.get("past_key_values")
+        cache = find_cache(kwargs, f"{type(model).__name__}.forward")
         if cache is not None and cache.get_seq_length() > 0:
             return (), kwargs  # a decode step or a continuation of the current sequence
         if kwargs.get("pixel_values_videos") is not None and self.host.video_compressor is not None:
             kwargs = self.compress(kwargs)
-        state, self._pending = self._pending or self.host.start_sequence(), None
-        self._read_prompt(state, kwargs)
+        ids = kwargs.get("input_ids")
+        if ids is None and self._pending is not None:
+            ids = self._pending_ids  # generate's first pass: the compressed prompt arrives as inputs_embeds only
+        state, self._pending, self._pending_ids = self._pending or self.host.start_sequence(), None, None
+        self._read_prompt(state, kwargs, ids)
+        if kwargs.get("inputs_embeds") is not None:
+            kwargs.pop("input_ids", None)  # the model takes one of the two
         labels = kwargs.pop("labels", None)
         if labels is not None:  # scored in `_after`, on the positions that reach the last layer
             self._labels = labels
@@ -175,10 +202,10 @@ class SequenceTracker:
             return (loss, *output)
         return dataclasses.replace(output, loss=loss)
 
-    def _read_prompt(self, state: SequenceState, kwargs: dict[str, Any]) -> None:
-        """Visual spans, prompt lengths and token counts of the pass that starts a sequence."""
+    def _read_prompt(self, state: SequenceState, kwargs: dict[str, Any], ids: torch.Tensor | None) -> None:
+        """Visual spans, prompt lengths and token counts of the pass that starts a sequence (`ids`: its input ids,
+        None when it has only inputs_embeds)."""
         config = self.host.model.config
-        ids = kwargs.get("input_ids")
         if ids is None:
             embeds = kwargs.get("inputs_embeds")
             if any(kwargs.get(k) is not None for k in ("pixel_values", "pixel_values_videos", "mm_encoder_outputs")):
@@ -209,19 +236,21 @@ class SequenceTracker:
 
     # ---- compression -------------------------------------------------------------------------------------
     def compress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Encode and compress every video of the batch; shrink the placeholder runs to the tokens kept."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        config = self.host.model.config
+        """Encode and compress every video of the batch; shrink the placeholder runs to the tokens kept and
+        return the model's arguments with `inputs_embeds` (the kept tokens written over the shortened runs) and
+        the shortened `input_ids` (for generate, which tracks them)."""
+        model = self.host.model
+        config = model.config
         ids = kwargs.get("input_ids")
         videos = kwargs.pop("pixel_values_videos")
         if ids is None:
             raise ValueError("video compression needs input_ids with the video placeholders, not inputs_embeds")
         if kwargs.get("position_ids") is not None:
             raise ValueError("position_ids cannot be given with a video-token compressor: the prompt shrinks")
-        encoded = dict(kwargs.get("mm_encoder_outputs") or {})
-        if encoded.get("video") is not None:
-            raise ValueError("give either pixel_values_videos or mm_encoder_outputs['video'], not both")
+        if kwargs.get("mm_encoder_outputs") is not None or kwargs.get("inputs_embeds") is not None:
+            raise ValueError("give pixel_values_videos and input_ids, not mm_encoder_outputs or inputs_embeds")
+        if kwargs.get("pixel_values") is not None:
+            raise ValueError("images and videos in one call are not supported with a video-token compressor")
         if videos.dim() != 5 or videos.shape[0] != ids.shape[0]:
             raise ValueError(
                 f"pixel_values_videos must be (batch, frames, 3, H, W) with one video per prompt row, got "
@@ -256,8 +285,12 @@ class SequenceTracker:
             if value.shape != ids.shape:
                 raise ValueError(f"{name} must be (batch, length) like input_ids, got {tuple(value.shape)}")
             kwargs[name] = value[keep.to(value.device)].view(ids.shape[0], short)
-        encoded["video"] = BaseModelOutputWithPooling(pooler_output=torch.stack(tokens))
-        kwargs["mm_encoder_outputs"] = encoded
+        short_ids = kwargs["input_ids"]
+        embeds = model.get_input_embeddings()(short_ids)
+        placeholders_now = (short_ids == config.video_token_id)[..., None].to(embeds.device)
+        kept_tokens = torch.stack(tokens).to(embeds.device, embeds.dtype)
+        kwargs["inputs_embeds"] = embeds.masked_scatter(placeholders_now, kept_tokens)
+        self._pending_ids = short_ids
         return kwargs
 
     def pooled_frames(self, video: torch.Tensor, feature_layer: Any = None) -> torch.Tensor:
@@ -269,12 +302,13 @@ class SequenceTracker:
         if feature_layer is not None and feature_layer != model.config.vision_feature_layer:
             raise ValueError("vision_feature_layer cannot be overridden while a method is installed")
         chunk = max(1, int(getattr(model, "vision_chunk_frames", LlavaMetaForCausalLM.vision_chunk_frames)))
+        per_frame = tokens_per_frame(model.config)
         pooled = None
         frames = video.shape[0]
         for start in range(0, frames, chunk):
             part = video[start : start + chunk]
-            features = model.model.get_video_features(part[None]).pooler_output[0, :-1]  # the newline dropped
-            features = features.view(part.shape[0], -1, features.shape[-1])
+            flat = model.model.get_video_features(part[None]).pooler_output[0]
+            features = frame_tokens(flat, part.shape[0], per_frame)
             if pooled is None:
                 if features.shape[0] == frames:
                     return features

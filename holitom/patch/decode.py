@@ -26,6 +26,7 @@ from holitom import counts
 from holitom.attention import last_query_attention
 from holitom.inner import select_kept
 from holitom.patch.qwen2 import _hidden, _rope
+from llava.model.cache_compat import require_cache
 
 # candidates(sequence state) -> original positions of the prunable visual tokens (None: nothing to prune)
 Candidates = Callable[[Any], torch.Tensor | None]
@@ -97,9 +98,9 @@ class DecodePruner:
         if hidden.shape[1] != 1:
             return  # a prefill or a multi-token continuation: stage 2 acts on decode steps only
         candidates = self.candidates(state)
-        cache = kwargs.get("past_key_values")
-        if candidates is None or candidates.numel() == 0 or cache is None:
+        if candidates is None or candidates.numel() == 0:
             return
+        cache = require_cache(kwargs, f"{self.name} decode-time pruning (layer {self.layer - 1})")
         keys = cache.layers[self.layer - 1].keys[:1]  # (1, KVH, L, hd), this step's key included
         device = keys.device
         candidates = candidates.to(device)
@@ -130,7 +131,7 @@ class DecodePruner:
         def hook(layer: nn.Module, args: tuple, kwargs: dict[str, Any]):
             if self._drop is None or _hidden(args, kwargs).shape[1] != 1:
                 return None
-            cache = kwargs.get("past_key_values")
+            cache = require_cache(kwargs, f"{self.name} decode-time pruning (layer {index})")
             length = cache.layers[index].keys.shape[-2] + 1  # this step's key is appended inside the layer
             mask = kwargs.get("attention_mask")
             bias = self._masks.get(length)

@@ -15,9 +15,11 @@ Forward pre-hooks, installed per instance on the layers from the first score lay
   the removed key columns are dropped from any materialised mask (once per step and stage).
 
 Positions: `renumber=False` keeps every survivor's ORIGINAL RoPE position (gaps stay; decoding continues
-at the full-length position, the length of layer 0's cache). `renumber=True` (PDrop) numbers the survivors
-0..L'−1 after each cut, and a later pass's tokens enter the layers of stage s at their position minus the
-tokens dropped before it, so in every layer a new token's position is that layer's cache length.
+at the full-length position, the length of layer 0's cache): the cut gathers the survivors' rows of the layer's
+cos/sin, so on an M-RoPE host (Qwen2.5-VL) every survivor keeps its own (t, h, w) position. `renumber=True`
+(PDrop; on "sequential" hosts only, M-RoPE hosts keep the positions) numbers the survivors 0..L'−1 after each
+cut, and a later pass's tokens enter the layers of stage s at their position minus the tokens dropped before it,
+so in every layer a new token's position is that layer's cache length.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from transformers import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
 from holitom.attention import last_query_attention
+from holitom.hosts.base import positions_of
+from llava.errors import HookError
+from llava.model.cache_compat import find_cache
 
 # reducer(visual_hidden (n, d), scores (n,), n_visual_in) -> (kept_idx (m,) ascending into n, kept_hidden (m, d));
 # n_visual_in is the number of visual tokens that entered the LM (PDrop counts against it).
@@ -109,6 +114,13 @@ def last_token_scores(
     device = layer.input_layernorm.weight.device
     x = layer.input_layernorm(hidden[:1, : query_at + 1].to(device))
     cos, sin = kwargs["position_embeddings"]
+    if cos.dim() != 3:  # (B, L, head_dim): M-RoPE's t/h/w sections already merged, as Qwen2 and Qwen2.5-VL give them
+        import transformers
+
+        raise HookError(
+            f"decoder layer position embeddings of shape {tuple(cos.shape)} (transformers {transformers.__version__}): "
+            "expected (batch, length, head_dim) cos/sin"
+        )
     cos, sin = cos[:, : query_at + 1].to(device), sin[:, : query_at + 1].to(device)
     q = attn.q_proj(x[:, -1:]).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
     k = attn.k_proj(x).view(1, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
@@ -172,6 +184,8 @@ class InnerReduction:
 
     def __init__(self, host: Any, stages: Sequence[Stage], name: str = "inner", renumber: bool = False) -> None:
         layers = host.decoder_layers
+        # 3-D (M-RoPE) positions cannot be renumbered 0..L'−1: there the survivors keep their own positions
+        renumber = renumber and positions_of(host) == "sequential"
         self.host, self.name, self.renumber = host, name, renumber
         self.stages = sorted(stages, key=lambda s: s.layer)
         previous = 0
@@ -244,7 +258,7 @@ class InnerReduction:
         spans = state.visual_spans or []
         if not any(spans):
             return
-        cache = kwargs.get("past_key_values")
+        cache = find_cache(kwargs, f"{self.name} (decoder layer {self.first_layer})")
         if cache is not None and cache.get_seq_length(self.first_layer) > 0:
             raise ValueError(
                 f"{self.name}: inner reduction needs a multimodal prompt in the first prefill pass of a sequence "
@@ -286,7 +300,7 @@ class InnerReduction:
     def _cut(self, stage: Stage, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         run = self._pass
         assert run is not None and run.scores is not None
-        cache = kwargs.get("past_key_values")
+        cache = find_cache(kwargs, f"{self.name} (decoder layer {stage.layer})")
         if cache is not None and not isinstance(cache, DynamicCache):
             raise ValueError(
                 f"{self.name}: inner reduction needs a DynamicCache (layers after a cut cache fewer tokens), got "
@@ -308,14 +322,16 @@ class InnerReduction:
         short[:, torch.searchsorted(kept_now, visual[kept_local])] = kept_hidden.to(short.dtype)
 
         def cut(x: torch.Tensor) -> torch.Tensor:
-            return x[:, kept_now.to(x.device)]
+            """Rows of the survivors along the sequence axis, −2 of a (…, L, head_dim) cos/sin: the kept tokens'
+            own rows are gathered, whatever their positions (1-D, or M-RoPE's merged t/h/w)."""
+            return x[..., kept_now.to(x.device), :]
 
         # The layers get their positions through `position_embeddings`; position_ids go to None, since the gaps
         # of cut original positions would make flash attention read the sequence as packed ones.
         replace: dict[str, Any] = {"position_ids": None}
         if self.renumber:
             cos, sin = run.full_position_embeddings
-            replace["position_embeddings"] = (cos[:, : kept_now.numel()], sin[:, : kept_now.numel()])
+            replace["position_embeddings"] = (cos[..., : kept_now.numel(), :], sin[..., : kept_now.numel(), :])
         else:
             cos, sin = kwargs["position_embeddings"]
             replace["position_embeddings"] = (cut(cos), cut(sin))

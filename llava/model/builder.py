@@ -6,9 +6,11 @@ Loads a published lmms-lab checkpoint (local directory or hub id) unchanged into
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
+import struct
 from typing import Any
 
 import torch
@@ -42,6 +44,47 @@ def check_attn_implementation(attn_implementation: str | None) -> None:
         )
 
 
+def resolve_device(device: str | None) -> str:
+    """`device` (None = cuda when available) checked against this machine: one clear error, not a CUDA traceback."""
+    text = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        kind = torch.device(text).type
+    except RuntimeError as exc:
+        raise ValueError(f"--device={text!r}: {exc}") from None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"--device={text!r}: must be cpu or cuda[:N]")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device={text!r}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+    return text
+
+
+def check_weight_shards(path: str) -> None:
+    """Every safetensors file of a local checkpoint directory is whole: its header parses and its tensors'
+    bytes are all there (a 0-byte or truncated shard fails here, named, not deep inside safetensors)."""
+    for shard in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        name = os.path.basename(shard)
+        size = os.path.getsize(shard)
+        problem = None
+        with open(shard, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                problem = f"{size} bytes, not a safetensors file"
+            else:
+                length = struct.unpack("<Q", head)[0]
+                try:
+                    if 8 + length > size:
+                        raise ValueError
+                    header = json.loads(fh.read(length))
+                    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                except (ValueError, KeyError, TypeError, IndexError):
+                    problem = "its header is cut off or unreadable"
+                else:
+                    if 8 + length + end > size:
+                        problem = f"truncated: {size} bytes of {8 + length + end}"
+        if problem:
+            raise ValueError(f"checkpoint {path!r}: weight shard {name} is damaged ({problem}); download it again")
+
+
 def check_checkpoint_dir(path: str) -> None:
     """Name the missing file of a local checkpoint directory instead of failing deep inside transformers."""
     if not os.path.isdir(path):
@@ -59,6 +102,7 @@ def check_checkpoint_dir(path: str) -> None:
             raise FileNotFoundError(f"checkpoint {path!r} is missing weight shard(s): {', '.join(missing)}")
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
         raise FileNotFoundError(f"checkpoint {path!r} has no tokenizer files (tokenizer.json / vocab.json)")
+    check_weight_shards(path)
 
 
 def load_config(model_path: str, overwrite_config: dict[str, Any] | None = None, **hub_kwargs: Any) -> LlavaQwenConfig:

@@ -246,6 +246,11 @@ class LlavaMetaForCausalLM:
         host_ids, host_mask = torch.stack([input_ids, attention_mask.to(input_ids.dtype)]).tolist()
         placeholders = sum(row.count(IMAGE_TOKEN_INDEX) for row in host_ids)
         visual = self.visual_tokens(images, modalities) if placeholders else []
+        if images is not None and not placeholders and len(images) > 0:
+            raise ValueError(
+                "images/videos were given but the prompt has no <image> placeholder (IMAGE_TOKEN_INDEX): "
+                "they would be ignored; put DEFAULT_IMAGE_TOKEN in the prompt"
+            )
         if images is not None and placeholders and len(visual) != placeholders:
             raise ValueError(
                 f"the prompt has {placeholders} <image> placeholder(s) but {len(visual)} image/video input(s) were given"
@@ -272,6 +277,8 @@ class LlavaMetaForCausalLM:
                 offset += length
                 if i < len(cut):
                     tokens = visual[next_visual].to(device=text_embeds.device, dtype=text_embeds.dtype)
+                    if tokens.shape[0] == 0:
+                        raise ValueError(f"image/video {next_visual} produced 0 visual tokens")
                     next_visual += 1
                     pieces.append(tokens)
                     piece_labels.append(torch.full((tokens.shape[0],), IGNORE_INDEX, dtype=lab.dtype, device=lab.device))

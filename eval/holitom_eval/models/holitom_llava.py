@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import holitom
 from holitom.flops import method_flops, schedule_flops
+from holitom.generate import require_visual_tokens
 from holitom.shapes import get_shape
 from holitom_eval import records
 from holitom_eval.settings import PluginSettings, parse_model_args
@@ -156,9 +157,11 @@ class HoliTomLlava(lmms):
             else:
                 device = "cpu"
             return device, device
+        from llava.model.builder import resolve_device
+
+        device = resolve_device(s.device)
         if s.device_map == "auto":
-            return s.device or ("cuda" if torch.cuda.is_available() else "cpu"), "auto"
-        device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            return device, "auto"
         return device, s.device_map or device
 
     # ---- FLOPs and records ---------------------------------------------------------------------------
@@ -210,9 +213,12 @@ class HoliTomLlava(lmms):
         record["decoding"][task] = {**{k: v for k, v in kwargs.items() if _jsonable(v)}, "until": until}
         self._write_run_record()
 
-    def _record(self, record: dict[str, Any]) -> None:
-        """Add the measured counts of the last forward/generate to `record`, keep totals, append to file."""
+    def _record(self, record: dict[str, Any], visual_inputs: int) -> None:
+        """Add the measured counts of the last forward/generate to `record`, keep totals, append to file.
+        A request with images/videos that put 0 visual tokens into the LM is an error, not a statistic."""
         stats = holitom.stats(self.model)
+        require_visual_tokens(stats, visual_inputs, f"holitom_llava: task {record['task']!r}, doc {record['doc_id']}")
+        record["visual_inputs"] = visual_inputs
         kept = stats.visual_after if stats.stages else None
         record.update(
             pooled_tokens=stats.pooled_tokens,
@@ -395,8 +401,8 @@ class HoliTomLlava(lmms):
                 "request": "generate_until",
                 "seconds": time.perf_counter() - start,
             }
-            self._record(record)
             record["output_tokens"] = int(out.shape[1])
+            self._record(record, len(tensors))
             results.append(
                 GenerationResult(
                     text, TokenCounts(input_tokens=record["prompt_tokens"], output_tokens=int(out.shape[1]))
@@ -443,7 +449,8 @@ class HoliTomLlava(lmms):
                     "doc_id": doc_id,
                     "request": "loglikelihood",
                     "seconds": time.perf_counter() - start,
-                }
+                },
+                len(tensors),
             )
             results.append((total, greedy))
             bar.update(1)

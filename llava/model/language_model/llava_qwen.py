@@ -8,12 +8,14 @@ as lmms-eval and LLaVA-NeXT do.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from llava.model.cache_compat import CACHE_KEYWORD, find_cache
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
 
@@ -56,8 +58,13 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Loss/logits for a prompt with `<image>` placeholders (IMAGE_TOKEN_INDEX) and `images`."""
+        """Loss/logits for a prompt with `<image>` placeholders (IMAGE_TOKEN_INDEX) and `images`.
+
+        The KV cache arrives as `past_key_values=` (transformers ≤ 5.23) or `cache=` (5.24+); both are read.
+        """
         kwargs.pop("cache_position", None)
+        past_key_values = find_cache({"past_key_values": past_key_values, **kwargs}, "LlavaQwenForCausalLM.forward")
+        kwargs.pop("cache", None)
         if inputs_embeds is None and images is not None:
             _, position_ids, attention_mask, past_key_values, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
@@ -76,10 +83,10 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            **{CACHE_KEYWORD: past_key_values},
             **kwargs,
         )
         state = self.sequence_state
@@ -92,13 +99,7 @@ class LlavaQwenForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM):
             if kept is not None and labels.shape[1] != out.logits.shape[1]:
                 labels = labels[:, kept.to(labels.device)]
             loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=self.config.vocab_size)
-        out = CausalLMOutputWithPast(
-            loss=loss,
-            logits=out.logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
+        out = dataclasses.replace(out, loss=loss)
         return out if return_dict is not False else out.to_tuple()
 
     @torch.no_grad()
