@@ -17,14 +17,16 @@ from torch import nn
 from holitom.shapes import SHAPES, SIGLIP_SO400M
 
 INIT_STD = 0.02  # Qwen2 / SigLIP initializer_range
-SHAPE_CHOICES = ("tiny", *SHAPES)
+# holitom.tiny's configs (4 LM layers, 2 SigLIP layers): OneVision and LLaVA-Video (grid newlines, average pooling)
+TINY_SHAPES = {"tiny": "onevision", "tiny-video": "video"}
+SHAPE_CHOICES = (*TINY_SHAPES, *SHAPES)
 
 
 def shape_config(shape: str, layers: int | None = None, vision_layers: int | None = None, attn: str = "sdpa"):
     """LlavaQwenConfig of a named shape (the published config.json fields), optionally truncated.
 
     layers: Qwen2 decoder layers (default: full depth); vision_layers: kept SigLIP layers (default 26 for
-    so400m, 2 for tiny). `tiny` is holitom.tiny's OneVision config.
+    so400m, 2 for tiny). `tiny` / `tiny-video` are holitom.tiny's OneVision / LLaVA-Video configs.
     """
     from holitom.tiny import tiny_config
     from llava.model.language_model.llava_qwen import LlavaQwenConfig
@@ -32,7 +34,7 @@ def shape_config(shape: str, layers: int | None = None, vision_layers: int | Non
 
     if shape not in SHAPE_CHOICES:
         raise ValueError(f"--shape={shape!r}: valid shapes are {', '.join(SHAPE_CHOICES)}")
-    raw = tiny_config(SHAPES[shape].kind if shape in SHAPES else "onevision")
+    raw = tiny_config(SHAPES[shape].kind if shape in SHAPES else TINY_SHAPES[shape])
     raw.pop("model_type")
     if shape in SHAPES:
         lm = SHAPES[shape]
@@ -137,3 +139,46 @@ def estimated_bytes(config, dtype: torch.dtype) -> int:
     v, vm = tower["hidden_size"], tower["intermediate_size"]
     vision = (tower["num_hidden_layers"] - 1) * (4 * v * v + 2 * v * vm) + v * d + d * d
     return (lm + vision) * torch.finfo(dtype).bits // 8
+
+
+def write_random_map_head(out_dir: str, tower_config, seed: int = 0, std: float = INIT_STD) -> str:
+    """A SigLIP attention-pooling (MAP) head with random weights for a tower of this config, in the
+    transformers `SiglipVisionModel` layout `holitom.baselines.siglip_head.load_map_head` reads (config.json +
+    the head's safetensors only): FastVID's extra part, for timing it with no download."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    width, mlp = tower_config.hidden_size, tower_config.intermediate_size
+    gen = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * std
+
+    tensors = {
+        "post_layernorm.weight": torch.ones(width), "post_layernorm.bias": torch.zeros(width),
+        "head.probe": normal(1, 1, width),
+        "head.attention.in_proj_weight": normal(3 * width, width), "head.attention.in_proj_bias": torch.zeros(3 * width),
+        "head.attention.out_proj.weight": normal(width, width), "head.attention.out_proj.bias": torch.zeros(width),
+        "head.layernorm.weight": torch.ones(width), "head.layernorm.bias": torch.zeros(width),
+        "head.mlp.fc1.weight": normal(mlp, width), "head.mlp.fc1.bias": torch.zeros(mlp),
+        "head.mlp.fc2.weight": normal(width, mlp), "head.mlp.fc2.bias": torch.zeros(width),
+    }  # fmt: skip
+    config = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": width,
+        "intermediate_size": mlp,
+        "num_attention_heads": tower_config.num_attention_heads,
+        "num_hidden_layers": tower_config.num_hidden_layers,
+        "image_size": tower_config.image_size,
+        "patch_size": tower_config.patch_size,
+        "hidden_act": tower_config.hidden_act,
+        "layer_norm_eps": tower_config.layer_norm_eps,
+        "vision_use_head": True,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:
+        json.dump(config, fh, indent=2)
+    save_file(tensors, os.path.join(out_dir, "model.safetensors"))
+    return out_dir

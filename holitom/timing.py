@@ -1,7 +1,9 @@
 """The timing core of `holitom bench`: one model, every method installed in turn, timed side by side.
 
 One run = one multimodal prefill + a fixed number of greedy decode steps on preprocessed frames (no video
-decoding inside the timed part). Time marks (after `torch.cuda.synchronize` on CUDA) split it:
+decoding inside the timed part). Time marks split it: on CUDA, events recorded on the stream (the device is
+synchronised before the first and after the last, never in between, so the marks add no host syncs of their
+own); on CPU, perf_counter.
 
     start ─ vision tower (SigLIP, projector, 2×2 pooling) ─ compressor call ─ LLM prefill ─ first token
             └ the attention probe runs inside the tower: it is timed by hooks around it and moved to
@@ -29,6 +31,7 @@ from torch import nn
 
 from holitom.flops import method_flops, schedule_flops
 from holitom.shapes import ModelShape
+from llava.model.cache_compat import CACHE_KEYWORD, output_cache
 
 
 @dataclass(frozen=True)
@@ -45,23 +48,33 @@ class MethodSpec:
 
 
 class _Clock:
-    """perf_counter after a device synchronisation (CUDA work is asynchronous)."""
+    """Time marks: CUDA events on the current stream (no host sync: the run's own syncs are all there is),
+    perf_counter on CPU. `ms(a, b)` is read after `finish()`, which waits for the device."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
 
-    def __call__(self) -> float:
+    def __call__(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def finish(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+
+    def ms(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) if self.cuda else 1e3 * (end - start)
 
 
 class _TimedCompressor:
     """Stands in as the host's video compressor: marks entry/exit around the method's compressor (or, for
     vanilla, the vanilla newline layout the model would build)."""
 
-    def __init__(self, inner: Callable | None, host: Any, clock: _Clock, marks: dict[str, float]) -> None:
+    def __init__(self, inner: Callable | None, host: Any, clock: _Clock, marks: dict[str, Any]) -> None:
         self.inner, self.host, self.clock, self.marks = inner, host, clock, marks
 
     def __call__(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -76,14 +89,15 @@ class _TimedCompressor:
         return tokens
 
 
-def _probe_timer(layer: nn.Module, clock: _Clock, marks: dict[str, float]) -> list:
-    """Pre-hooks just before and just after the attention probe's pre-hook on the last SigLIP layer."""
+def _probe_timer(layer: nn.Module, clock: _Clock, marks: dict[str, Any]) -> list:
+    """Pre-hooks just before and just after the attention probe's pre-hook on the last SigLIP layer; every
+    (start, stop) pair lands in marks["probe"] (the tower may run a video in chunks: one pair per chunk)."""
 
     def start(*_: Any) -> None:
         marks["probe_start"] = clock()
 
     def stop(*_: Any) -> None:
-        marks["probe_ms"] = marks.get("probe_ms", 0.0) + 1e3 * (clock() - marks["probe_start"])
+        marks.setdefault("probe", []).append((marks.pop("probe_start"), clock()))
 
     return [layer.register_forward_pre_hook(start, prepend=True), layer.register_forward_pre_hook(stop)]
 
@@ -101,7 +115,7 @@ def time_run(model: nn.Module, ids: torch.Tensor, frames: torch.Tensor, decode_t
 
     device = frames.device
     clock = _Clock(device)
-    marks: dict[str, float] = {}
+    marks: dict[str, Any] = {}
     host = host_for(model)
     installation = installed(model)
     original = host.video_compressor
@@ -111,19 +125,21 @@ def time_run(model: nn.Module, ids: torch.Tensor, frames: torch.Tensor, decode_t
     if clock.cuda:
         torch.cuda.reset_peak_memory_stats(device)
     try:
+        clock.finish()  # an idle device: the first mark is "now"
         start = clock()
         out = model(input_ids=ids, images=[frames], modalities=["video"], use_cache=True, logits_to_keep=1)
         first = clock()
         token = out.logits[:, -1:].argmax(-1)
-        cache, length = out.past_key_values, int(host.sequence.prompt_lengths[0])
+        cache, length = output_cache(out), int(host.sequence.prompt_lengths[0])
         decode_start = clock()
         for step in range(decode_tokens):
             mask = torch.ones(1, length + step + 1, dtype=torch.long, device=device)
             out = model(
-                input_ids=token, past_key_values=cache, attention_mask=mask, use_cache=True, logits_to_keep=1
+                input_ids=token, attention_mask=mask, use_cache=True, logits_to_keep=1, **{CACHE_KEYWORD: cache}
             )
-            token, cache = out.logits[:, -1:].argmax(-1), out.past_key_values
+            token, cache = out.logits[:, -1:].argmax(-1), output_cache(out)
         decode_end = clock()
+        clock.finish()
     finally:
         for handle in handles:
             handle.remove()
@@ -131,11 +147,11 @@ def time_run(model: nn.Module, ids: torch.Tensor, frames: torch.Tensor, decode_t
     if "compress_start" not in marks:
         raise RuntimeError("the video compressor did not run: the prompt needs one <image> placeholder")
 
-    probe = marks.get("probe_ms", 0.0)
-    vision = 1e3 * (marks["compress_start"] - start) - probe
-    compressor = 1e3 * (marks["compress_end"] - marks["compress_start"])
-    prefill = 1e3 * (first - marks["compress_end"])
-    decode = 1e3 * (decode_end - decode_start)
+    probe = sum(clock.ms(a, b) for a, b in marks.get("probe", ()))
+    vision = clock.ms(start, marks["compress_start"]) - probe
+    compressor = clock.ms(marks["compress_start"], marks["compress_end"])
+    prefill = clock.ms(marks["compress_end"], first)
+    decode = clock.ms(decode_start, decode_end)
     reduction = stats(model)
     return {
         "vision_ms": vision,
