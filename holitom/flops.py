@@ -131,8 +131,9 @@ def method_flops(
     **settings: Any,
 ) -> FlopsResult:
     """Prefill FLOPs of a registered method with its settings (by name, as `holitom.apply_method` takes
-    them), as the paper counts them. Settings not given take the paper's values for a published model
-    (see `Method.presets`), else the method's defaults; a layer beyond the model's depth is an error."""
+    them), as the paper counts them. Settings not given take the paper's values on a model of the paper's
+    tables (`Method.presets`: e.g. FastV K=2 keep 0.2, ρ=0.15 on OV-72B / LLaVA-Video-7B), else the method's
+    defaults; a layer beyond the model's depth is an error."""
     shape = get_shape(model)
     spec = methods.get(method)
     frames = shape.frames if frames is None else frames

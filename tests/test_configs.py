@@ -58,3 +58,23 @@ def test_every_paper_row_is_a_run_at_the_paper_flops(table):
         matched[(found["method"], found["budget"])] = name
     rows = {(r["method"], r["budget"]) for r in paper.result_rows() if r["table"] == table}
     assert rows == set(matched), f"{table}: paper rows without a run: {sorted(rows - set(matched))}"
+
+
+def test_the_ablation_runs_in_table_1s_mode_around_table_1s_point():
+    """The paper's ablations came from the authors' code, like its Table 1: every ablation run (and the smoke
+    ones) is in reference_compat mode, and the base point is Table 1's holitom_rho0.10 run, setting for setting."""
+    from holitom import methods
+
+    spec = methods.get("holitom")
+    ablation = load_config(REPO / "configs" / "ablation_onevision_7b.yaml")
+    table1 = {run.name: run for run in build_plan(load_config(REPO / "configs" / "onevision_7b.yaml")).runs}
+    runs = build_plan(ablation).runs
+    assert len(runs) == 26 and all(run.model_args["reference_compat"] is True for run in runs)
+    smoke = build_plan(ablation, smoke=True).runs
+    assert smoke and all(run.model_args["reference_compat"] is True for run in smoke)
+
+    def config(args: dict) -> dict:
+        return spec.config_dict(spec.make_config({k: v for k, v in args.items() if k in {s.name for s in spec.settings}}))
+
+    base = next(run for run in runs if run.name == "holitom_tau0.65")
+    assert config(base.model_args) == config(table1["holitom_rho0.10"].model_args)

@@ -324,6 +324,68 @@ def test_toy_video_by_hand():
     assert split.segments == [(0, 0), (1, 1)] and split.anchors == [0, 1] and split.tokens.shape == (4, 2)
 
 
+def test_anchor_stride_one_merges_over_the_whole_segment():
+    """p = 1: both frames of the one segment are anchors with Cn = 1 centre each, and each centre absorbs
+    the open tokens of BOTH frames (the paper's per-segment merge). The official OneVision code would merge
+    each anchor only within its own frame here (methods.md, FastVID difference 14)."""
+    # frame 0's open tokens a = [2, .2], b = [0, 1], c = [5, 5] (dist² / 2: ab 2.32, ac 16.02, bc 20.5):
+    # density a = exp(−18.34/3) highest, score a = √20.5·e^−6.113 = .0100 > b .00076 > c .00002 → centre a;
+    # frame 1's centre is [1, 0] (test_toy_video_by_hand). Members: all 6 open tokens, sum [9.2, 9.2].
+    info = fastvid_compress_with_info(TOY_X, TOY_ATTENTION, TOY_GLOBAL, toy_config(fastvid_anchor_stride=1))
+    assert info.segments == [(0, 1)] and info.anchors == [0, 1]
+    assert list(zip(info.frames.tolist(), info.positions.tolist())) == [(0, 0), (0, 3), (1, 0), (1, 3)]
+    mean = torch.tensor([9.2, 9.2]) / 6  # n = 6: w = max(1/7, .6) = .6
+    ours = [0.6 * torch.tensor([2.0, 0.2]) + 0.4 * mean, 0.6 * torch.tensor([1.0, 0.0]) + 0.4 * mean]
+    assert torch.allclose(info.tokens, torch.stack([ours[0], TOY_X[0, 3], ours[1], TOY_X[1, 3]]))
+    # the official within-frame values would be .6·[2, .2] + .4·[7/3, 6.2/3] = [2.133, .947] and
+    # .6·[1, 0] + .4·[2.2/3, 1] = [.893, .4]: not what this port gives
+    assert not torch.allclose(info.tokens[0], torch.tensor([2.1333, 0.9467]), atol=1e-3)
+
+
+def test_where_the_official_onevision_code_merges_within_a_frame():
+    """The documented condition: a frame of a segment of L > 1 frames gets exactly Cn ≥ 1 (official
+    floor(L·Cn/a), a = ceil(L/p)) only for p = 1, or p = 2 with Cn = 1 and L odd."""
+    hits = {
+        (length, cn, p)
+        for length in range(2, 13)
+        for cn in range(1, 7)
+        for p in range(1, 7)
+        if (length * cn) // -(-length // p) == cn
+    }
+    expected = {(length, cn, 1) for length in range(2, 13) for cn in range(1, 7)}
+    expected |= {(length, 1, 2) for length in (3, 5, 7, 9, 11)}
+    assert hits == expected
+    # p = 1: ours gives every frame Cn too (the same kept positions, other merge members); p = 2, L = 5,
+    # Cn = 1: ours spends all 5 over the 3 anchors, the official 1 each (difference 3, the lost remainder)
+    assert anchor_budgets([4], 3, 10, 1).tolist() == [3, 3, 3, 3]
+    assert anchor_budgets([5], 1, 10, 2).tolist() == [1, 0, 2, 0, 2]
+
+
+def test_respacing_where_the_official_code_runs_and_loses_tokens():
+    """N = 196, ρ = 0.628 floor: R = 123, Cn = 49, S = 74, 122 open tokens. One 5-frame segment, p = 4:
+    officially a = 2 anchors of floor(245/2) = 122 centres each (614 tokens, no crash); here 2·122 < 245,
+    so q = 2: anchors 0 / 2 / 4 share 245 as 81 / 82 / 82 and the video keeps exactly 5·123 = 615."""
+    assert (frame_budget(196, 0.628, "floor"), *split_frame_budget(123, 0.4)) == (123, 74, 49)
+    assert (5 * 49) // 2 == 122 and 2 * 122 < 5 * 49  # the official code runs; our anchors could not hold it
+    assert anchor_budgets([5], 49, 122, 4).tolist() == [81, 0, 82, 0, 82]
+    x, attention, glob = rand_video(5, 196, 4, seed=2)
+    cfg = FastVIDConfig(retain_ratio=0.628, fastvid_rounding="floor", fastvid_segments=1, fastvid_tau=-2.0)
+    info = fastvid_compress_with_info(x, attention, glob, cfg)
+    assert info.segments == [(0, 4)] and info.anchors == [0, 2, 4] and info.num_tokens == 615
+    # where floor(L·Cn/a) fits exactly nothing changes: L = 4 (a = 1) at 120 open tokens and Cn = 30
+    assert anchor_budgets([4], 30, 120, 4).tolist() == [0, 0, 0, 120]
+
+
+@pytest.mark.parametrize("contextual, retain", [(0.0, 0.5), (0.4, 0.5)])  # Cn = int(2·0) = int(2·.4) = 0
+def test_no_contextual_tokens_keeps_the_salient_ones_only(contextual, retain):
+    """Cn = 0 (officially an argmax over zero centres crashes): every frame keeps its R = 2 most attended
+    tokens unchanged (attention ties → the lower position), no anchors, no merge."""
+    cfg = toy_config(fastvid_contextual=contextual, retain_ratio=retain)
+    info = fastvid_compress_with_info(TOY_X, TOY_ATTENTION, TOY_GLOBAL, cfg)
+    assert info.anchors == [] and (info.num_salient, info.num_contextual) == (4, 0)
+    assert torch.equal(info.tokens, TOY_X[:, [0, 3]].reshape(4, 2))
+
+
 @pytest.mark.parametrize(
     "kw",
     [

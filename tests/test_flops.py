@@ -15,6 +15,7 @@ from holitom.flops import (
     layer_flops,
     method_flops,
     paper_cells,
+    paper_method,
     prefill_flops,
     run_flops,
     schedule_flops,
@@ -182,12 +183,39 @@ def test_visionzip_counts_like_holitom_without_inner_merge():
     assert vz.reduction_layer is None
 
 
-def test_fastv_defaults_k2_keep_half():
-    res = method_flops("ov-7b", method="fastv")
-    assert (res.n_visual_in, res.n_visual_after, res.reduction_layer) == (6272, 3136, 2)
-    assert res.flops == float(2 * ov7_layer(6272) + 26 * ov7_layer(3136))
+def test_fastv_presets_on_a_published_shape_and_its_own_defaults_elsewhere():
+    res = method_flops("ov-7b", method="fastv")  # the paper's K = 2, keep 20 %: 6272 − round(6272·0.8)
+    assert (res.n_visual_in, res.n_visual_after, res.reduction_layer) == (6272, 1254, 2)
+    assert res.flops == float(2 * ov7_layer(6272) + 26 * ov7_layer(1254)) and round(res.tflops, 1) == 9.3
+    own = method_flops("ov-7b", method="fastv", fastv_keep=0.5)  # FastV's own default, given
+    assert own.n_visual_after == 3136 and round(own.tflops, 1) == 20.0
+    custom = ModelShape("custom", 28, 3584, 18944, 196, 32)  # not a model of the paper: the config's defaults
+    assert method_flops(custom, method="fastv").n_visual_after == 3136
+    assert method_flops("ov-0.5b", method="fastv").n_visual_after == 3136  # published, but not in the paper
     keep_all = method_flops("ov-7b", method="fastv", fastv_keep=1.0)
     assert keep_all.flops == method_flops("ov-7b", method="vanilla").flops
+
+
+def test_every_method_without_settings_gives_a_paper_cell_of_its_model():
+    """The rule of `holitom flops --help`: a setting not given takes the paper's value for a published
+    model. So every method with a cell on a model, run with no settings at all, lands on one of its cells:
+    FastV (K = 2, keep 20 %) 9.3 / 86.4 / 17.1, the ρ methods at 0.10 (0.15 for PruneVid) on OV-7B and at
+    the 72B / LLaVA-Video tables' only budget 0.15."""
+    cells: dict[tuple[str, str], set[float]] = {}
+    for cell in paper_cells():
+        cells.setdefault((cell["model"], cell["method"]), set()).add(cell["paper_tflops"])
+    checked = {}
+    for (model, label), published in cells.items():
+        method = paper_method(label)
+        if label == "HoliTom (w/o M)":  # the same method with merge_layer none: its defaults are the other row
+            continue
+        tflops = round(method_flops(model, method=method.name).tflops, 1)
+        assert tflops in published, (model, label, tflops, published)
+        checked[(model, method.name)] = tflops
+    assert checked[("ov-7b", "fastv")] == 9.3 and checked[("ov-72b", "fastv")] == 86.4
+    assert checked[("vid-7b", "visionzip")] == 9.3 and checked[("ov-72b", "holitom")] == 51.6
+    assert checked[("ov-7b", "holitom")] == 2.8 and checked[("ov-7b", "prunevid")] == 5.2
+    assert len(checked) == len(cells) - 3  # one w/o M row per model
 
 
 def test_fastv_custom_layer_and_keep():

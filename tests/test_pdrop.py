@@ -137,3 +137,37 @@ def test_generate_prints_the_tokens_of_every_stage(tiny_ov, tmp_path, capsys):
     assert f"entering the LLM {n} → surviving layer 1: {n // 2} → surviving layer 2: {n // 4} → surviving layer 3: {n // 8}" in out
     assert main([*argv, "--method", "pdrop"]) == 2  # the paper's layers (2, 7, 14) do not fit a 4-layer LM
     assert "pdrop_layers=2/7/14 (the default) is beyond this 4-layer LM: layers must be in [1, 3]" in capsys.readouterr().err
+
+
+def test_lambda_powers_can_differ_by_one_token_from_a_literal_ratio_list():
+    # methods.md: λ**s in double precision, not the official literal list (0.3, 0.09, 0.027)
+    assert pdrop_keep_ratios(0.3, 3)[2] == 0.026999999999999996 != 0.027
+    assert pdrop_keep_counts(1000, 0.3, 3) == (300, 90, 26) and int(1000 * 0.027) == 27
+    assert pdrop_keep_counts(1000, 0.5, 3) == (500, 250, 125)  # powers of two are exact: no difference
+
+
+def test_scores_are_float32_from_the_logits_on_and_reference_compat_is_not_a_pdrop_setting(ov_model):
+    """bfloat16 q = [1, 1], keys [256, 0] and [256, 1]: float32 logits 256 < 257, so PDrop keeps key 1;
+    logits rounded to bfloat16 (the official arithmetic, `reference=True`) are 256 and 256 (257 rounds to
+    even), a tie that goes to key 0."""
+    from holitom.attention import last_query_attention
+    from holitom.methods import installed
+    from holitom.patch.qwen2 import InnerReduction
+
+    q = torch.tensor([[[1.0, 1.0]]], dtype=torch.bfloat16)
+    keys = torch.tensor([[[[256.0, 0.0], [256.0, 1.0]]]], dtype=torch.bfloat16)
+    ours = last_query_attention(q, keys, 1.0)
+    assert ours.dtype == torch.float32 and pdrop_select(ours[0], 1).tolist() == [1]
+    official = last_query_attention(q, keys, 1.0, reference=True)
+    assert official[0, 0] == official[0, 1] and pdrop_select(official[0].float(), 1).tolist() == [0]
+    # the installed stages score with the float32 path (no reference arithmetic) ...
+    _, model, _, _ = ov_model
+    holitom.apply_method(model, "pdrop", pdrop_layers=(1, 2), pdrop_lambda=0.5)
+    try:
+        (reduction,) = [part for part in installed(model).parts if isinstance(part, InnerReduction)]
+        assert [(s.layer, s.score_layer, s.reference_scores) for s in reduction.stages] == [(1, 1, False), (2, 2, False)]
+    finally:
+        holitom.remove(model)
+    # ... and reference_compat (HoliTom's) is no PDrop setting
+    with pytest.raises(ValueError, match=r"unknown pdrop settings \['reference_compat'\]"):
+        holitom.methods.get("pdrop").make_config({"reference_compat": True})

@@ -235,3 +235,73 @@ def test_paper_rows_match_by_label_retention_and_model():
     expected = [58.6 - paper_values["MVBench"], 59.4 - paper_values["EgoSchema"]]
     assert cells[3] == f"58.6 / {paper_values['MVBench']} ({expected[0]:+.1f})" + (" ⚠" if abs(expected[0]) > 1 else "")
     assert cells[4].endswith(" ⚠") == (abs(expected[1]) > 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- the plot
+
+
+def _ov_rows() -> list:
+    """Table 1-like rows: four baselines at 8.7 TFLOPs (25 %), HoliTom in the authors' mode and causal."""
+    from holitom_eval.tables import Row, _label, paper_row_for
+
+    rows = []
+    for method, retention, details, tflops, avg in [
+        ("vanilla", 1.0, {}, 40.8, 58.1),
+        ("fastv", 0.2, {"fastv_layer": 2}, 9.3, 56.0),
+        ("dycoke", 0.25, {}, 8.7, 56.4),
+        ("visionzip", 0.25, {}, 8.7, 56.6),
+        ("prunevid", 0.25, {}, 8.7, 56.9),
+        ("fastvid", 0.25, {}, 8.7, 57.2),
+        ("holitom", 0.25, {"reference_compat": True}, 7.1, 57.7),
+        ("holitom", 0.10, {"reference_compat": True}, 2.8, 57.3),
+        ("holitom", 0.10, {"reference_compat": False}, 2.8, 57.1),
+    ]:
+        row = Row("llava-onevision-qwen2-7b-ov", 32, method, retention, details, tflops=tflops, shape="ov-7b")
+        row.scores = {b: avg for b in ("mvbench", "egoschema", "longvideobench_val_v", "videomme")}
+        rows.append(row)
+    _label(rows)
+    for row in rows:
+        row.paper = paper_row_for(row)
+    return rows
+
+
+def _plotted(rows, tmp_path, monkeypatch):
+    """plot() on the rows, returning its figure (drawn) instead of closing it."""
+    import matplotlib.pyplot as plt
+    from holitom_eval.report import plot
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert plot(rows, str(tmp_path / "p.png")) == str(tmp_path / "p.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig, fig.axes[0]
+
+
+def test_plot_legend_markers_and_labels(tmp_path, monkeypatch):
+    fig, ax = _plotted(_ov_rows(), tmp_path, monkeypatch)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "HoliTom (causal)" in legend and "HoliTom" in legend  # the causal row is its own series
+    assert "paper: FastVID (mean of 3, no EgoSchema)" in legend  # the paper prints no EgoSchema for FastVID
+    assert {"paper: DyCoke", "paper: VisionZip", "paper: PruneVid", "paper: HoliTom"} <= set(legend)
+    ours = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("paper")}
+    # the four 25 % baselines share x = 8.7: each its own marker, drawn at a different horizontal place
+    four = [ours[name] for name in ("DyCoke", "VisionZip", "PruneVid", "FastVID")]
+    assert len({line.get_marker() for line in four}) == 4
+    shown = [line.get_transform().transform((8.7, 56.5))[0] for line in four]
+    assert len({round(x, 3) for x in shown}) == 4
+    # retention labels: none overlaps another, "25%" is not written twice on top of itself
+    texts = [a for a in ax.texts if a.get_text().endswith("%")]
+    boxes = [a.get_window_extent() for a in texts]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    # once per FLOPs value: HoliTom's 7.1 and the four baselines' 8.7 (not once per baseline)
+    assert sorted(a.get_text() for a in texts) == ["10%", "20%", "25%", "25%"]
+    assert ax.get_title() == "llava-onevision-qwen2-7b-ov, 32 frames"
+
+
+def test_plot_of_a_smoke_run_says_so(tmp_path, monkeypatch):
+    fig, ax = _plotted(collect(str(FIXTURE)), tmp_path, monkeypatch)
+    assert ax.get_title() == "tiny_onevision, 8 frames\n(smoke run on a tiny model: pipeline check, not the paper's numbers)"
+    boxes = [a.get_window_extent() for a in ax.texts]
+    assert len(boxes) == 1  # both 25 % points sit side by side: one label
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["Vanilla", "HoliTom (w/o M)", "HoliTom"]

@@ -220,9 +220,25 @@ def to_latex(rows: list[Row]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+PLOT_MARKERS = "osD^v<>pPXh*"
+
+
+def _plot_title(points: list[Row]) -> str:
+    """The models and frame counts plotted; a model that is not a published shape (the tiny smoke checkpoints)
+    is said to be one, so a smoke plot is never mistaken for the paper's numbers."""
+    title = "; ".join(dict.fromkeys(name for name, _ in _groups(points)))
+    if any(r.shape is None for r in points):
+        title += "\n(smoke run on a tiny model: pipeline check, not the paper's numbers)"
+    return title
+
+
 def plot(rows: list[Row], path: str) -> str | None:
-    """FLOPs (x) against the average score (y), one point per configuration, and the paper's points of the
-    same methods (hollow markers, dashed lines); None if there is nothing to plot."""
+    """FLOPs (x) against the average score (y): one series per row label (so "HoliTom (causal)" is its own
+    legend entry), each with its own colour and marker, and the paper's points of the same methods (hollow
+    markers, dashed lines; a paper row without an average, e.g. FastVID without EgoSchema, at the mean of the
+    benchmarks it prints, said in its legend entry). Series that share a FLOPs value are set a few points
+    apart so equal-cost methods (the 25 % baselines) stay visible; each retention label is written once per
+    FLOPs value. None if there is nothing to plot."""
     points = [r for r in rows if r.tflops is not None and r.avg is not None]
     if not points:
         return None
@@ -230,64 +246,123 @@ def plot(rows: list[Row], path: str) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import transforms
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    markers = "osD^v<>"
-    models = list(dict.fromkeys(title for title, _ in _groups(points)))
-    colors: dict[str, Any] = {}
-    xs: list[float] = []
-    for title, group in _groups(points):
-        by_method: dict[str, list[Row]] = {}
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    groups = _groups(points)
+    several = len(groups) > 1
+    series: list[tuple[str, str, list[Row]]] = []  # (legend name, row kind, rows)
+    for title, group in groups:
+        by_label: dict[str, list[Row]] = {}
         for r in group:
-            by_method.setdefault(r.method, []).append(r)
-        for method, items in sorted(by_method.items(), key=lambda kv: METHOD_ORDER.get(kv[0], 9)):
-            items = sorted(items, key=lambda r: r.tflops)
-            name = METHOD_LABELS.get(method, method) + (f" — {title}" if len(models) > 1 else "")
-            (line,) = ax.plot(
-                [r.tflops for r in items],
-                [r.avg for r in items],
-                marker=markers[models.index(title) % 7],
-                linestyle="-" if len(items) > 1 else "none",
-                label=name,
-            )
-            colors.setdefault(method, line.get_color())
-            xs += [r.tflops for r in items]
-            for r in items:
-                if r.method != "vanilla":
-                    ax.annotate(_retention(r), (r.tflops, r.avg), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        for method, cells in _paper_points(group).items():
+            by_label.setdefault(r.label, []).append(r)
+        for label, items in sorted(by_label.items(), key=lambda kv: (METHOD_ORDER.get(kv[1][0].method, 9), kv[0])):
+            series.append((label + (f" — {title}" if several else ""), items[0].method, sorted(items, key=lambda r: r.tflops)))
+    # dodge: series sharing a FLOPs value are offset horizontally by 3 points each, centred
+    at_x: dict[float, list[int]] = {}
+    for i, (_, _, items) in enumerate(series):
+        for x in {round(r.tflops, 6) for r in items}:
+            at_x.setdefault(x, []).append(i)
+    shift = [0.0] * len(series)
+    for members in at_x.values():
+        if len(members) > 1:
+            for k, i in enumerate(members):
+                shift[i] = shift[i] or (k - (len(members) - 1) / 2) * 3.0
+    colors: dict[str, Any] = {}
+    style: dict[str, str] = {}
+    xs: list[float] = []
+    labelled: dict[tuple[float, str], tuple[float, float]] = {}
+    for i, (name, kind, items) in enumerate(series):
+        marker = style.setdefault(name.split(" — ")[0], PLOT_MARKERS[len(style) % len(PLOT_MARKERS)])
+        offset = transforms.offset_copy(ax.transData, fig=fig, x=shift[i], y=0, units="points")
+        (line,) = ax.plot(
+            [r.tflops for r in items],
+            [r.avg for r in items],
+            marker=marker,
+            linestyle="-" if len(items) > 1 else "none",
+            label=name,
+            transform=offset,
+        )
+        colors.setdefault(kind, line.get_color())
+        xs += [r.tflops for r in items]
+        for r in items:
+            if r.method == "vanilla":
+                continue
+            key = (round(r.tflops, 6), _retention(r))
+            top = labelled.get(key)
+            labelled[key] = (r.tflops, max(r.avg, top[1]) if top else r.avg)
+    for title, group in groups:
+        for kind, (cells, note) in _paper_points(group).items():
             cells.sort()
+            name = f"paper: {METHOD_LABELS.get(kind, kind)}{note}" + (f" — {title}" if several else "")
             ax.plot(
                 [x for x, _ in cells],
                 [y for _, y in cells],
-                marker=markers[models.index(title) % 7],
+                marker=style.get(METHOD_LABELS.get(kind, kind), "o"),
                 markerfacecolor="none",
-                color=colors.get(method),
+                color=colors.get(kind),
                 linestyle="--" if len(cells) > 1 else "none",
-                label=f"paper: {METHOD_LABELS.get(method, method)}",
+                label=name,
             )
             xs += [x for x, _ in cells]
+    # lines drawn with an offset transform do not enter the autoscale: give it every plotted value
+    ax.update_datalim([(r.tflops, r.avg) for _, _, items in series for r in items])
+    ax.autoscale_view()
     ax.set_xlabel("prefill TFLOPs (paper accounting)")
     ax.set_ylabel("average score (%)")
+    ax.set_title(_plot_title(points), fontsize=9)
     if all(x > 0 for x in xs) and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
+    _retention_labels(ax, labelled)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
 
 
-def _paper_points(group: list[Row]) -> dict[str, list[tuple[float, float]]]:
-    """Per row kind present in the group: the paper's (TFLOPs, average score) of that method in its table."""
+def _retention_labels(ax: Any, labelled: dict[tuple[float, str], tuple[float, float]]) -> None:
+    """Write each retention label above its point, left to right: a label with the same text close to one
+    already written is left out (it would read twice), any other label that would overlap one is raised."""
+    width, height = 26.0, 10.0  # points: about "100%" at fontsize 7
+    scale = ax.figure.dpi / 72.0
+    placed: list[tuple[float, float, str]] = []  # display x, y (points) and text
+    for (_, text), (x, y) in sorted(labelled.items(), key=lambda kv: kv[1]):
+        px, py = (v / scale for v in ax.transData.transform((x, y)))
+        py += 7.0
+        if any(t == text and abs(px - qx) < width and abs(py - qy) < 2 * height for qx, qy, t in placed):
+            continue
+        while any(abs(px - qx) < width and abs(py - qy) < height for qx, qy, _ in placed):
+            py += height
+        placed.append((px, py, text))
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(0, py - (ax.transData.transform((x, y))[1] / scale)),
+                    fontsize=7, ha="center")
+
+
+def _paper_points(group: list[Row]) -> dict[str, tuple[list[tuple[float, float]], str]]:
+    """Per row kind present in the group: the paper's (TFLOPs, average score) of that method in its table,
+    and a legend note. A paper row without an average (a benchmark it does not print) is placed at the mean
+    of the benchmarks it does print; the note says which are missing."""
     tables = {r.paper["table"] for r in group if r.paper}
     labels = {r.paper["method"]: r.method for r in group if r.paper}
-    out: dict[str, list[tuple[float, float]]] = {}
+    out: dict[str, tuple[list[tuple[float, float]], str]] = {}
     for cell in paper.result_rows():
         values = cell["values"]
-        if cell["table"] in tables and cell["method"] in labels and values.get("Avg_score") is not None:
-            out.setdefault(labels[cell["method"]], []).append((values["TFLOPs"], values["Avg_score"]))
+        if cell["table"] not in tables or cell["method"] not in labels or values.get("TFLOPs") is None:
+            continue
+        avg, note = values.get("Avg_score"), ""
+        if avg is None:
+            printed = [values[title] for _, title, _ in BENCHMARKS if values.get(title) is not None]
+            if not printed:
+                continue
+            avg = sum(printed) / len(printed)
+            missing = [title for _, title, _ in BENCHMARKS if values.get(title) is None]
+            note = f" (mean of {len(printed)}, no {', '.join(missing)})"
+        cells, seen = out.setdefault(labels[cell["method"]], ([], note))
+        cells.append((values["TFLOPs"], avg))
+        if note and not seen:
+            out[labels[cell["method"]]] = (cells, note)
     return out
 
 
@@ -348,8 +423,13 @@ def _write(rows: list[Row], out_dir: str, plot_png: bool) -> list[str]:
 
 def add_tables_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of `holitom tables`."""
-    parser.add_argument("log_dir", help="folder with lmms-eval results (searched recursively), e.g. a sweep's OUT")
-    parser.add_argument("--out", default=None, help="where to write tables.md/.tex/.json and the plot (default LOG_DIR)")
+    parser.add_argument(
+        "log_dir", nargs="+", metavar="LOG_DIR",
+        help="folder(s) with lmms-eval results (searched recursively), e.g. a sweep's OUT; several are put in one table",
+    )
+    parser.add_argument(
+        "--out", default=None, help="folder to write tables.md/.tex/.json and the plot into (default: the first LOG_DIR)"
+    )
     parser.add_argument("--format", choices=("markdown", "latex"), default="markdown", help="what to print")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     parser.add_argument(
@@ -364,8 +444,11 @@ def add_tables_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_tables(args: argparse.Namespace) -> int:
     """Print the table and write the files; a LOG_DIR without results raises ValueError."""
+    out = args.out or args.log_dir[0]
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a file; give a folder to write tables.md/.tex/.json into")
     rows = collect(args.log_dir, args.paper)
-    written = _write(rows, args.out or args.log_dir, plot_png=not args.no_plot)
+    written = _write(rows, out, plot_png=not args.no_plot)
     print(to_latex(rows) if args.format == "latex" else to_markdown(rows), end="")
     print("\nwrote " + ", ".join(written))
     return 0

@@ -121,9 +121,11 @@ def anchor_budgets(lengths: Sequence[int], contextual: int, capacity: int, strid
     tokens of a frame (N − S), the most centres an anchor can hold; stride: p. Anchors are the frames at
     L−1, L−1−q, L−1−2q, ... ≥ 0 of the segment (its last frame and every q-th before it), a = ceil(L/q);
     each gets (L·Cn) // a and the remainder goes one each to the anchors counted from the last frame.
-    q = p, except where a·capacity < L·Cn (the official code crashes there): q is the largest value ≤ p
-    whose anchors can hold the segment's budget (q = 1 always can). Host-side integers (a plan, no
-    device): returns (F,) int64, summing to F·Cn.
+    q = p, except where a·capacity < L·Cn: q is the largest value ≤ p whose anchors can hold the segment's
+    budget (q = 1 always can). The official code (a = ceil(L/p) anchors of (L·Cn) // a each) crashes there
+    only when (L·Cn) // a > capacity; when (L·Cn) // a == capacity it runs and loses L·Cn − a·capacity
+    tokens (docs/methods.md, FastVID difference 5). Host-side integers (a plan, no device): returns (F,)
+    int64, summing to F·Cn.
     """
     check_int("contextual", contextual, 0)
     check_int("capacity", capacity, contextual)

@@ -26,6 +26,12 @@ from holitom import counts
 
 NONE_WORDS = ("none", "null", "off", "")
 LAYOUTS = ("one_token", "grid")
+# The budget ρ of the paper's tables for the models it evaluates at one budget only (the 72B and LLaVA-Video
+# tables print 15 % rows only); OV-7B's Table 1 has four budgets, so there the method's default (one of them)
+# stands. Read by `Method.presets` for every method with a `retain_ratio`.
+PAPER_RETAIN_RATIO: dict[str, float] = {"ov-72b": 0.15, "vid-7b": 0.15}
+# The published shapes the paper's tables evaluate (ov-0.5b is published but not in the paper).
+PAPER_SHAPES: tuple[str, ...] = ("ov-7b", "ov-72b", "vid-7b")
 
 
 def setting(
@@ -203,6 +209,9 @@ class Method:
     summary: str = ""
     config_class: type | None = None  # a frozen dataclass of `setting` fields (None: no settings)
     layouts: tuple[str, ...] = LAYOUTS  # newline layouts it supports
+    # position kinds of the hosts it runs on (holitom.hosts.base.POSITIONS): "mrope" hosts need compressors that
+    # say where each kept token came from, and cuts that keep the survivors' own positions
+    positions: tuple[str, ...] = ("sequential",)
     paper_labels: tuple[str, ...] = ()  # row labels of the paper's tables it produces
     acts: str = ""  # where it acts, for docs and help: "before the LLM", "inside the LLM", ...
     label_keys: tuple[str, ...] = ()  # settings every label shows (by short key)
@@ -233,7 +242,10 @@ class Method:
 
     # ---- presets and configs ---------------------------------------------------------------------------
     def presets(self, shape: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Values for settings not given, from the paper's settings for a published model shape."""
+        """Values for settings not given, from the paper's settings for a published model shape: here the
+        budget of a model the paper evaluates at one budget only (`PAPER_RETAIN_RATIO`); methods add theirs."""
+        if shape in PAPER_RETAIN_RATIO and any(s.name == "retain_ratio" for s in self.settings):
+            return {"retain_ratio": PAPER_RETAIN_RATIO[shape]}
         return {}
 
     def make_config(

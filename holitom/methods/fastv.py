@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from holitom import counts
-from holitom.methods.base import Method, Schedule, check_int, check_share, setting
+from holitom.methods.base import PAPER_SHAPES, Method, Schedule, check_int, check_share, setting
 
 # The settings behind the paper's FastV cells (9.3 TFLOPs on OV-7B, 86.4 on OV-72B, 17.1 on LLaVA-Video-7B):
-# K=2, R=0.2 is the only (K, R) on a 1 % grid that gives all three (docs/methods.md).
+# K=2, R=0.2 is the only (K, R) on a 1 % grid that gives all three (docs/methods.md). They are the presets of
+# those three models; the config's defaults (K=2, R=0.5) are FastV's own, for any other model.
 PAPER_FASTV = {"fastv_layer": 2, "fastv_keep": 0.2}
 
 
@@ -30,6 +31,7 @@ class FastV(Method):
     acts = "inside the LLM"
     config_class = FastVConfig
     layouts = ("one_token", "grid", "frame", "no_token")
+    positions = ("sequential", "mrope")
     identity_settings = {"fastv_keep": 1.0}
     paper_labels = ("FastV",)
     label_keys = ("fastv_layer", "fastv_keep")
@@ -38,6 +40,10 @@ class FastV(Method):
     def schedule(self, config: FastVConfig, frames: int, tokens_per_frame: int, num_layers: int) -> Schedule:
         n = frames * tokens_per_frame
         return ((0, n), (config.fastv_layer, counts.drop_keep_count(n, config.fastv_keep)))
+
+    def presets(self, shape: str | None, given: dict[str, Any]) -> dict[str, Any]:
+        # the paper runs FastV at one setting on all three of its models; any other model: FastV's own defaults
+        return dict(PAPER_FASTV) if shape in PAPER_SHAPES else {}
 
     def paper_settings(self, label: str, shape: str, budget: float) -> dict[str, Any] | None:
         return dict(PAPER_FASTV) if label in self.paper_labels else None

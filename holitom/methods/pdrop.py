@@ -42,6 +42,7 @@ class PDrop(Method):
     acts = "inside the LLM (several stages)"
     config_class = PDropConfig
     layouts = ("one_token", "grid", "frame", "no_token")
+    positions = ("sequential", "mrope")
     identity_settings = {"pdrop_lambda": 1.0}
     paper_labels = ("PDrop",)
     label_keys = ("pdrop_layers", "pdrop_lambda")
