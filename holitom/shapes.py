@@ -201,3 +201,74 @@ def guess_shape(name: str) -> str | None:
 def shape_of_paper_model(paper_name: str) -> str | None:
     """The shape name of a model as the paper's tables name it ("LLaVA-OneVision-7B" → "ov-7b")."""
     return next((name for name, shape in SHAPES.items() if shape.paper_name == paper_name), None)
+
+
+# ---------------------------------------------------------------------------------------------- Qwen2.5-VL
+# A separate table: a Qwen2.5-VL video's token count is not a constant per frame but follows from its resolution
+# (smart_resize) and frame count (two frames per temporal patch). From the published config.json files of
+# Qwen/Qwen2.5-VL-{3B,7B,72B}-Instruct; the tower (32 blocks, width 1280, 14-px patches, 2×2 merge, temporal
+# patch 2) is the same in all three, and transformers' video processor bounds each frame to
+# [128·28², 768·28²] pixels.
+QWEN_VIDEO_MIN_PIXELS = 128 * 28 * 28
+QWEN_VIDEO_MAX_PIXELS = 768 * 28 * 28
+
+
+@dataclass(frozen=True)
+class QwenVLShape:
+    """A published Qwen2.5-VL: its LM sizes (as `ModelShape`) and the vision constants that decide token counts."""
+
+    name: str
+    num_layers: int
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+    hub_id: str
+    patch: int = 14
+    merge: int = 2
+    temporal: int = 2
+
+    def grid(self, frames: int, height: int, width: int, min_pixels: int = QWEN_VIDEO_MIN_PIXELS,
+             max_pixels: int = QWEN_VIDEO_MAX_PIXELS) -> tuple[int, int, int]:  # fmt: skip
+        """The LM token grid (temporal patches, rows, columns) of a video of `frames` frames of height×width px:
+        an odd frame count repeats its last frame; each side resized by `qwen_smart_resize`."""
+        h, w = qwen_smart_resize(height, width, self.patch * self.merge, min_pixels, max_pixels)
+        side = self.patch * self.merge
+        return -(-frames // self.temporal), h // side, w // side
+
+    def model_shape(self, frames: int, height: int, width: int, **pixels: int) -> ModelShape:
+        """A `ModelShape` for the FLOPs accounting of one video: its "frames" are the temporal patches and its
+        tokens_per_frame the tokens of one (HoliTom's frame on this model), so `holitom.flops.method_flops` counts
+        temporal patches × tokens per patch."""
+        t, rows, cols = self.grid(frames, height, width, **pixels)
+        return ModelShape(
+            self.name, self.num_layers, self.hidden, self.ffn, rows * cols, t, "qwen2.5-vl",
+            self.heads, self.kv_heads, self.vocab, self.tied, self.hub_id,
+        )  # fmt: skip
+
+
+QWEN_SHAPES: dict[str, QwenVLShape] = {
+    "qwen2.5-vl-3b": QwenVLShape("qwen2.5-vl-3b", 36, 2048, 11008, 16, 2, 151936, True, "Qwen/Qwen2.5-VL-3B-Instruct"),
+    "qwen2.5-vl-7b": QwenVLShape("qwen2.5-vl-7b", 28, 3584, 18944, 28, 4, 152064, False, "Qwen/Qwen2.5-VL-7B-Instruct"),
+    "qwen2.5-vl-72b": QwenVLShape("qwen2.5-vl-72b", 80, 8192, 29568, 64, 8, 152064, False, "Qwen/Qwen2.5-VL-72B-Instruct"),
+}  # fmt: skip
+
+
+def qwen_smart_resize(
+    height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280
+) -> tuple[int, int]:
+    """Qwen's resize rule: both sides multiples of `factor` (patch × merge), the area within [min_pixels,
+    max_pixels], the aspect ratio kept as closely as rounding allows. (height, width) → (H', W')."""
+    if min(height, width) < 1 or max(height, width) / min(height, width) > 200:
+        raise ValueError(f"a {height}×{width} frame cannot be resized: sides must be ≥ 1 px with aspect ratio ≤ 200")
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar

@@ -12,6 +12,11 @@ One field is not in the published configs: `mm_vision_tower_config`, the tiny Si
 `--kind onevision-hf` writes the same OneVision model in transformers' llava-hf layout instead
 (`holitom.hf_onevision`): config.json with `text_config` / `vision_config`, the llava-hf weight names, the
 tokenizer with `<image>` and `<video>` added, and the processor files.
+
+`--kind qwen2.5-vl` writes a tiny Qwen2.5-VL in Qwen's published layout (`_make_tiny_qwen2_5_vl`): the flat
+config.json of Qwen/Qwen2.5-VL-*-Instruct (LM fields at the top, `vision_config`, `rope_scaling` with an
+`mrope_section`), weights under the published names (`model.layers.*`, `visual.*`, `lm_head`), the tokenizer with
+Qwen's vision tokens, preprocessor_config.json and chat_template.json.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import torch
 
-KINDS = ("onevision", "video", "onevision-hf")
+KINDS = ("onevision", "video", "onevision-hf", "qwen2.5-vl")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 # Text for the tiny tokenizer's merges: chat-like English about videos, enough for a few hundred merges.
@@ -213,6 +218,8 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
     os.makedirs(out_dir, exist_ok=True)
     if kind == "onevision-hf":
         return _make_tiny_hf(out_dir, seed, max_shard_size)
+    if kind == "qwen2.5-vl":
+        return _make_tiny_qwen2_5_vl(out_dir, seed, max_shard_size)
     raw, tokenizer, model = _random_llava(kind, seed)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     _write_tokenizer(tokenizer, out_dir)
@@ -268,6 +275,127 @@ def _make_tiny_hf(out_dir: str, seed: int, max_shard_size: str) -> str:
     return out_dir
 
 
+# Qwen2.5-VL's prompt layout, written for the tiny checkpoints: a default system turn, then per turn
+# "<|im_start|>{role}\n", each image/video as <|vision_start|><|image_pad|>/<|video_pad|><|vision_end|>, the text,
+# "<|im_end|>\n"; the generation prompt "<|im_start|>assistant\n".
+QWEN_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif item['type'] == 'video' %}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def tiny_qwen2_5_vl_config(ids: dict[str, int]) -> dict[str, Any]:
+    """config.json of a tiny Qwen2.5-VL in the published (flat) layout; `ids`: the special tokens' ids.
+    LM: 4 layers, width 64, 4 query / 2 KV heads of 16 (mrope_section 2+3+3 = 16/2); tower: 4 blocks of width 32,
+    full attention in blocks 1 and 3 (the last), windows of 56 px (2×2 merged tokens)."""
+    return {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "vision_token_id": ids["<|vision_pad|>"],
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 32768,
+        "max_window_layers": 4,
+        "model_type": "qwen2_5_vl",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 32768,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vision_config": {
+            "depth": 4,
+            "hidden_act": "silu",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "in_chans": 3,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "spatial_patch_size": 14,
+            "window_size": 56,
+            "fullatt_block_indexes": [1, 3],
+            "tokens_per_second": 2,
+            "temporal_patch_size": 2,
+        },
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "vocab_size": 640,
+    }
+
+
+def _published_qwen_name(name: str) -> str:
+    """transformers' module name → the published checkpoint's (model.language_model.* → model.*, model.visual.* →
+    visual.*); transformers maps them back on loading."""
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model.") :]
+    if name.startswith("model.visual."):
+        return name[len("model.") :]
+    return name
+
+
+def _make_tiny_qwen2_5_vl(out_dir: str, seed: int, max_shard_size: str) -> str:
+    from huggingface_hub import save_torch_state_dict
+    from tokenizers import AddedToken
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_VISION_TOKENS], special_tokens=True)
+    ids = dict(zip(SPECIAL_TOKENS + QWEN_VISION_TOKENS, tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS + QWEN_VISION_TOKENS))))
+    raw = tiny_qwen2_5_vl_config(ids)
+    if len(tokenizer) > raw["vocab_size"]:
+        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, too many for vocab_size {raw['vocab_size']}")
+    config = Qwen2_5_VLConfig(**{k: v for k, v in raw.items() if k != "model_type"})
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):  # construction's random init must not move the caller's RNG
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # every weight from the local generator (as the llava kinds): matrices, norms 1, biases 0
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.08, generator=gen)
+            elif "norm" in name or name.endswith("ln_q.weight"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+    state = {_published_qwen_name(k): v.contiguous() for k, v in model.state_dict().items()}
+    save_torch_state_dict(state, out_dir, max_shard_size=max_shard_size)
+    _write_json(out_dir, "config.json", raw)
+    _write_tokenizer(tokenizer, out_dir)
+    bos, eos = raw["bos_token_id"], raw["eos_token_id"]
+    _write_json(out_dir, "generation_config.json", {"bos_token_id": bos, "eos_token_id": [eos, bos], "pad_token_id": bos, "do_sample": False})
+    _write_json(out_dir, "preprocessor_config.json", {
+        "min_pixels": 56 * 56, "max_pixels": 112 * 112, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+    })  # fmt: skip
+    _write_json(out_dir, "chat_template.json", {"chat_template": QWEN_CHAT_TEMPLATE})
+    return out_dir
+
+
 def make_tiny_siglip(
     out_dir: str, layout: str = "siglip", width: int = 32, heads: int = 2, head: bool = True, seed: int = 0
 ) -> str:
@@ -309,7 +437,8 @@ def add_make_tiny_arguments(parser) -> None:
     parser.add_argument("out_dir", help="directory to write the checkpoint to")
     parser.add_argument(
         "--kind", choices=KINDS, default="onevision",
-        help="OneVision (one_token, bilinear), LLaVA-Video (grid, average), or OneVision in transformers' llava-hf layout",
+        help="OneVision (one_token, bilinear), LLaVA-Video (grid, average), OneVision in transformers' llava-hf layout, "
+        "or Qwen2.5-VL in Qwen's published layout",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
 

@@ -3,8 +3,9 @@
 A method needs from its host model: the LM's config, the decoder layers (and the rotary embedding), the vision
 tower's last kept layer, the pooling the host applies to video frames, its newline layout and newline vector, a
 slot for a video-token compressor, and the per-sequence state (visual spans, prompt length, prefill flag,
-survivors). `host_for(model)` returns the adapter for a model instance: `LlavaHost` (our `llava` models) or
-`HFOnevisionHost` (transformers' LLaVA-OneVision).
+survivors). `host_for(model)` returns the adapter for a model instance: `LlavaHost` (our `llava` models),
+`HFOnevisionHost` (transformers' LLaVA-OneVision) or `Qwen25VLHost` (transformers' Qwen2.5-VL: M-RoPE positions,
+temporal patches as frames, no newline; `holitom.hosts.base` has the notions it adds).
 """
 
 from __future__ import annotations
@@ -16,18 +17,21 @@ from holitom.hosts.base import Host
 
 def host_for(model: Any) -> Host:
     """The host adapter of a model instance: our `llava` models, or transformers'
-    `LlavaOnevisionForConditionalGeneration` (ValueError for anything else)."""
+    `LlavaOnevisionForConditionalGeneration` or `Qwen2_5_VLForConditionalGeneration` (ValueError for anything else)."""
     from holitom.hosts.hf_onevision import HFOnevisionHost
     from holitom.hosts.llava import LlavaHost
+    from holitom.hosts.qwen2_5_vl import Qwen25VLHost
 
     if LlavaHost.accepts(model):
         return LlavaHost(model)
     if HFOnevisionHost.accepts(model):
         return HFOnevisionHost(model)
+    if Qwen25VLHost.accepts(model):
+        return Qwen25VLHost(model)
     raise ValueError(
         f"cannot install token-reduction methods on a {type(model).__name__}: expected a LLaVA-OneVision / "
         "LLaVA-Video model loaded with llava.model.builder.load_pretrained_model, or transformers' "
-        "LlavaOnevisionForConditionalGeneration"
+        "LlavaOnevisionForConditionalGeneration or Qwen2_5_VLForConditionalGeneration"
     )
 
 

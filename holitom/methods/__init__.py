@@ -103,6 +103,19 @@ def _check_not_offloaded(model: Any) -> None:
         )
 
 
+def check_host(method: Method, host: Any) -> None:
+    """ValueError (one line, naming the host) when a method cannot run on this host's kind of positions."""
+    from holitom.hosts.base import host_name, positions_of
+
+    kind = positions_of(host)
+    if kind not in method.positions:
+        able = [m.name for m in all_methods() if kind in m.positions]
+        raise ValueError(
+            f"{method.name} cannot run on {host_name(host)}: its {kind} positions need every kept token's origin, "
+            f"which {method.name} does not record; methods that run there: {', '.join(able)}"
+        )
+
+
 def config_for(name: str, settings: dict[str, Any], model_config: Any) -> Any:
     """The config `apply_method` would install on a model with this (transformers) config, checked before
     any weights are loaded: presets of its published shape, its depth, its newline layout. The config of one of
@@ -118,6 +131,7 @@ def install(model: Any, method: Method, config: Any) -> Any:
     """Install a validated config of `method` on a model (replacing any method installed)."""
     remove(model)
     host, slot = _slot(model)
+    check_host(method, host)
     context = model_context(model)
     method.check_model(config, context["num_layers"], context["layout"])
     if method.name != "vanilla":  # the host's own hooks only track the sequence: no weights involved
@@ -146,7 +160,10 @@ def apply(model: Any, config: Any) -> Any:
 def apply_method(model: Any, name: str, **settings: Any) -> Any:
     """Install a method by name. Settings not given take the paper's values for this model's published
     shape (HoliTom: K and τ), else the method's defaults; a layer beyond the model's depth is an error."""
+    from holitom.hosts import host_for
+
     method = get(name)
+    check_host(method, host_for(model))
     context = model_context(model)
     config = method.make_config(settings, **context)
     return install(model, method, config)

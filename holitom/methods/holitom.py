@@ -108,6 +108,8 @@ class HoliTom(Method):
     acts = "before the LLM (+ inside it at layer K)"
     config_class = HoliTomConfig
     identity_settings = {"retain_ratio": 1.0, "max_window_size": 1, "merge_layer": None}
+    layouts = ("one_token", "grid", "no_token")
+    positions = ("sequential", "mrope")
     paper_labels = ("HoliTom (w/o M)", "HoliTom")
     label_keys = ("merge_layer", "merge_ratio")
     relative_layers = True
@@ -121,10 +123,11 @@ class HoliTom(Method):
         return f"holitom w/o M ρ={config.retain_ratio:.2f}{rest}"
 
     def presets(self, shape: str | None, given: dict[str, Any]) -> dict[str, Any]:
+        values = super().presets(shape, given)
         if shape not in PAPER_MERGE_LAYER:
-            return {}
-        rho = given.get("retain_ratio", HoliTomConfig.retain_ratio)
-        return {"merge_layer": PAPER_MERGE_LAYER[shape], "tau": paper_tau(shape, rho)}
+            return values
+        rho = given.get("retain_ratio", values.get("retain_ratio", HoliTomConfig.retain_ratio))
+        return {**values, "merge_layer": PAPER_MERGE_LAYER[shape], "tau": paper_tau(shape, rho)}
 
     def layer_hint(self, name: str) -> str:
         return "; merge_layer none switches inner merging off (HoliTom w/o M)"
@@ -146,20 +149,20 @@ class HoliTom(Method):
     def install(self, host: Any, config: HoliTomConfig) -> Any:
         import torch
 
+        from holitom.hosts.base import attention_probe, video_output
         from holitom.inner import merge_dropped, select_kept
         from holitom.methods.installation import Installation
         from holitom.outer import append_newline, compress_video_with_info
         from holitom.patch.qwen2 import InnerReduction, Stage
-        from holitom.patch.vision import VisionAttentionProbe
 
         installation = Installation(self, config, host)
         reference = config.reference_compat
-        probe = installation.add(VisionAttentionProbe(host, reference=reference))
+        probe = installation.add(attention_probe(host, reference=reference))
         layout = host.newline_layout
 
-        def compress(pooled: torch.Tensor) -> torch.Tensor:
+        def compress(pooled: torch.Tensor) -> Any:
             scores = probe.pop_pooled(pooled.shape[0])
-            newline = host.image_newline
+            newline = host.image_newline if layout in ("grid", "one_token") else None  # no_token: none to read
             result = compress_video_with_info(pooled, scores, config, newline if layout == "grid" else None)
             tokens = result.tokens
             if layout == "one_token":
@@ -175,7 +178,7 @@ class HoliTom(Method):
                 static=result.num_static,
                 dynamic=result.num_dynamic_kept,
             )
-            return tokens
+            return video_output(host, tokens, result.frames, result.positions)
 
         installation.set_compressor(compress)
         if config.merge_layer is not None:

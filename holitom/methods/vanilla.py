@@ -12,6 +12,7 @@ class Vanilla(Method):
     summary = "no token reduction"
     acts = "nowhere"
     layouts = ("one_token", "grid", "frame", "no_token")
+    positions = ("sequential", "mrope")
     paper_labels = ("Vanilla", "Full Tokens")
 
     def schedule(self, config: Any, frames: int, tokens_per_frame: int, num_layers: int) -> Schedule:

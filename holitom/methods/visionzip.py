@@ -28,7 +28,8 @@ class VisionZip(Method):
     summary = "VisionZip per frame: dominant tokens by attention + merged contextual tokens"
     acts = "before the LLM"
     config_class = VisionZipConfig
-    layouts = ("one_token", "grid")
+    layouts = ("one_token", "grid", "no_token")
+    positions = ("sequential", "mrope")
     identity_settings = {"retain_ratio": 1.0}
     paper_labels = ("VisionZip", "Visionzip")
 
@@ -41,23 +42,29 @@ class VisionZip(Method):
     def install(self, host: Any, config: VisionZipConfig) -> Any:
         import torch
 
-        from holitom.baselines.visionzip import visionzip_compress, visionzip_compress_grid
+        from holitom.baselines.visionzip import visionzip_compress, visionzip_compress_grid, visionzip_frames
+        from holitom.hosts.base import attention_probe, video_output
         from holitom.methods.installation import Installation
         from holitom.outer import append_newline
-        from holitom.patch.vision import VisionAttentionProbe
 
         installation = Installation(self, config, host)
-        probe = installation.add(VisionAttentionProbe(host))
+        probe = installation.add(attention_probe(host))
         layout = host.newline_layout
 
-        def compress(pooled: torch.Tensor) -> torch.Tensor:
+        def compress(pooled: torch.Tensor) -> Any:
             scores = probe.pop_pooled(pooled.shape[0])
+            frames, per_frame = pooled.shape[:2]
+            if layout == "no_token":  # no newline; the kept tokens' origins for the host's positions
+                kept, positions = visionzip_frames(pooled, scores, config.retain_ratio, config.contextual_share)
+                origin = torch.arange(frames, device=pooled.device)[:, None].expand_as(positions)
+                tokens = kept.reshape(-1, kept.shape[-1])
+                installation.record_outer(method="visionzip", frames=frames, pooled=frames * per_frame, tokens=tokens.shape[0])
+                return video_output(host, tokens, origin.reshape(-1), positions.reshape(-1))
             newline = host.image_newline.to(device=pooled.device, dtype=pooled.dtype)
             if layout == "grid":
                 tokens = visionzip_compress_grid(pooled, scores, config.retain_ratio, newline, config.contextual_share)
             else:
                 tokens = append_newline(visionzip_compress(pooled, scores, config.retain_ratio, config.contextual_share), newline)
-            frames, per_frame = pooled.shape[:2]
             installation.record_outer(method="visionzip", frames=frames, pooled=frames * per_frame, tokens=tokens.shape[0])
             return tokens
 
