@@ -12,12 +12,12 @@ from llava.errors import HookError
 
 # subcommand → (module, help); each module exposes add_<name>_arguments(parser) and run_<name>(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "make-tiny": ("holitom.tiny", "write a small random checkpoint in the published lmms-lab (or llava-hf) layout"),
-    "generate": ("holitom.generate", "answer a question about a video (vanilla or a reduction method)"),
+    "make-tiny": ("holitom.tools.tiny", "write a small random checkpoint in the published lmms-lab (or llava-hf) layout"),
+    "generate": ("holitom.tools.generate", "answer a question about a video (vanilla or a reduction method)"),
     "flops": ("holitom.flops", "prefill FLOPs as the paper counts them"),
-    "bench": ("holitom.bench", "time-to-first-token and decode speed, vanilla vs methods"),
+    "bench": ("holitom.tools.bench", "time-to-first-token and decode speed, vanilla vs methods"),
     "tables": ("holitom_eval.report", "paper-style tables and a FLOPs-vs-accuracy plot from lmms-eval results"),
-    "demo": ("holitom.demo", "tiny checkpoint + synthetic video + vanilla vs HoliTom generation (no downloads)"),
+    "demo": ("holitom.tools.demo", "tiny checkpoint + synthetic video + vanilla vs HoliTom generation (no downloads)"),
     "smoke-setup": ("holitom_eval.smoke", "tiny checkpoint + smoke-task videos for `python -m lmms_eval` (prints the command)"),
 }
 

@@ -28,8 +28,8 @@ def one(frames: int, chunk: int, method: str, hidden: int) -> dict:
     import torch
 
     import holitom
-    from holitom.random_model import fill_random_, shape_config
-    from holitom.synthetic import synthetic_pixels
+    from holitom.tools.random_model import fill_random_, shape_config
+    from holitom.tools.synthetic import synthetic_pixels
     from llava.model.language_model.llava_qwen import LlavaQwenForCausalLM
 
     config = shape_config("tiny", layers=1)

@@ -27,8 +27,8 @@ import holitom  # noqa: E402
 from holitom import counts  # noqa: E402
 from holitom.inner import merge_dropped, select_kept  # noqa: E402
 from holitom.outer import compress_video_with_info  # noqa: E402
-from holitom.synthetic import synthetic_pixels, video_prompt  # noqa: E402
-from holitom.tiny import make_tiny  # noqa: E402
+from holitom.tools.synthetic import synthetic_pixels, video_prompt  # noqa: E402
+from holitom.tools.tiny import make_tiny  # noqa: E402
 from llava.model.builder import load_pretrained_model  # noqa: E402
 
 K = 2

@@ -17,14 +17,14 @@ TINY_LAYERS = 4  # decoder layers of the tiny checkpoints
 
 @pytest.fixture(scope="session")
 def tiny_ov(tmp_path_factory) -> str:
-    from holitom.tiny import make_tiny
+    from holitom.tools.tiny import make_tiny
 
     return make_tiny(str(tmp_path_factory.mktemp("tiny_ov")), kind="onevision")
 
 
 @pytest.fixture(scope="session")
 def tiny_video(tmp_path_factory) -> str:
-    from holitom.tiny import make_tiny
+    from holitom.tools.tiny import make_tiny
 
     return make_tiny(str(tmp_path_factory.mktemp("tiny_video")), kind="video")
 
@@ -32,7 +32,7 @@ def tiny_video(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_siglip(tmp_path_factory) -> str:
     """A tiny SigLIP with its MAP head (what FastVID reads), as wide as the tiny LLaVA towers."""
-    from holitom.tiny import make_tiny_siglip
+    from holitom.tools.tiny import make_tiny_siglip
 
     return make_tiny_siglip(str(tmp_path_factory.mktemp("siglip") / "tiny-siglip"))
 

@@ -1,6 +1,6 @@
-"""Synthetic videos for tests: the writers live in `holitom.synthetic` (the demo and smoke runs use them too)."""
+"""Synthetic videos for tests: the writers live in `holitom.tools.synthetic` (the demo and smoke runs use them too)."""
 
-from holitom.synthetic import (  # noqa: F401
+from holitom.tools.synthetic import (  # noqa: F401
     ENCODERS,
     KINDS,
     SQUARE,

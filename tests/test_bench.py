@@ -14,15 +14,15 @@ import pytest
 import torch
 
 import holitom
-from holitom.bench import DEFAULT_METHODS, add_bench_arguments, parse_methods, run_bench, scaled_layer
 from holitom.counts import drop_keep_count, merge_keep_count
 from holitom.flops import schedule_flops
 from holitom.methods import apply_method, installed, remove
-from holitom.random_model import build_random_model, shape_config
 from holitom.shapes import SHAPES, get_shape
-from holitom.synthetic import synthetic_pixels as synthetic_frames
-from holitom.synthetic import synthetic_prompt
-from holitom.timing import bench_methods
+from holitom.tools.bench import DEFAULT_METHODS, add_bench_arguments, parse_methods, run_bench, scaled_layer
+from holitom.tools.random_model import build_random_model, shape_config
+from holitom.tools.synthetic import synthetic_pixels as synthetic_frames
+from holitom.tools.synthetic import synthetic_prompt
+from holitom.tools.timing import bench_methods
 
 MODEL_SHAPES = SHAPES
 

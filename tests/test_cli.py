@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from holitom.cli import main
-from holitom.synthetic import write_synthetic_video
+from holitom.tools.synthetic import write_synthetic_video
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2Mod
 
 import holitom
 from holitom.cli import main as cli_main
-from holitom.generate import require_visual_tokens
-from holitom.synthetic import synthetic_pixels, synthetic_prompt
+from holitom.tools.generate import require_visual_tokens
+from holitom.tools.synthetic import synthetic_pixels, synthetic_prompt
 from llava.errors import HookError
 from llava.model.builder import check_weight_shards, resolve_device
 from llava.model.cache_compat import CACHE_KEYWORD, CACHE_KEYWORDS, find_cache, output_cache, require_cache
@@ -168,7 +168,7 @@ def test_a_truncated_shard_of_a_real_checkpoint_fails_in_one_line(tiny_ov, tmp_p
     shard = sorted(copy.glob("*.safetensors"))[-1]
     shard.write_bytes(shard.read_bytes()[:1000])
     video = tmp_path / "v.mp4"
-    from holitom.synthetic import write_synthetic_video
+    from holitom.tools.synthetic import write_synthetic_video
 
     write_synthetic_video(str(video), num_frames=4)
     assert cli_main(["generate", "--model", str(copy), "--video", str(video), "--question", "q", "--frames", "2"]) == 2

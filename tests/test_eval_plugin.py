@@ -186,7 +186,7 @@ def test_every_valid_arg_is_documented():
 
 
 def _video(tmp_path: Path, name: str = "clip.mp4") -> str:
-    from holitom.synthetic import write_synthetic_video
+    from holitom.tools.synthetic import write_synthetic_video
 
     path = tmp_path / name
     write_synthetic_video(path, num_frames=12, size=(96, 64), seed=3)

@@ -33,7 +33,7 @@ from holitom.flops import schedule_flops
 from holitom.methods.fastvid import METHOD, FastVIDConfig
 from holitom.outer import CONTEXTUAL, DOMINANT, NEWLINE
 from holitom.shapes import SHAPES
-from holitom.tiny import make_tiny_siglip
+from holitom.tools.tiny import make_tiny_siglip
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -530,7 +530,7 @@ def test_bad_inputs():
 def test_host_syncs(grid):
     """Counted on CPU (the calls that make the host wait for a GPU): the similarities go to the host once
     (cpu + numpy), the plan comes back in one upload; the grid layout reads its newline count."""
-    from holitom.syncs import count_host_syncs
+    from holitom.tools.syncs import count_host_syncs
 
     x, attention, glob = rand_video(32, 169 if grid else 196, 16, seed=4, global_drift=0.3)
     newline = torch.zeros(16) if grid else None
@@ -720,7 +720,7 @@ def test_install_end_to_end(fixture, request, siglip_dir):
         again = model.generate(ids, images=[frames], modalities=["video"], max_new_tokens=3, do_sample=False)
     assert 1 <= first.shape[1] <= 3 and torch.equal(first, again)
 
-    from holitom.syncs import count_host_syncs
+    from holitom.tools.syncs import count_host_syncs
 
     with torch.no_grad(), count_host_syncs() as syncs:
         model(input_ids=ids, images=[frames], modalities=["video"])

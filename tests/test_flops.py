@@ -390,7 +390,7 @@ def test_cli_bad_value_raises():
 
 
 def test_cli_tiny_model_prints_a_unit_that_shows_the_number(tmp_path, capsys):
-    from holitom.tiny import tiny_config
+    from holitom.tools.tiny import tiny_config
 
     (tmp_path / "config.json").write_text(json.dumps(tiny_config("onevision")))
     assert run_flops(parse("--model", str(tmp_path), "--method", "vanilla", "--frames", "8")) == 0

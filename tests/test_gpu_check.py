@@ -1,4 +1,4 @@
-"""The GPU check (`scripts/gpu_check.sh`, `holitom.gpu_check`) in its dry mode, end to end, so it cannot rot before
+"""The GPU check (`scripts/gpu_check.sh`, `holitom.tools.gpu_check`) in its dry mode, end to end, so it cannot rot before
 it meets a GPU: the shell script on tiny stand-ins on the CPU, its JSON and its table; the time budget; a CUDA run
 without CUDA; the method rows against the paper's configs; and nothing on its path imports what the bare GPU
 machine lacks (PyAV, decord, lmms-eval, matplotlib)."""
@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from holitom.counts import drop_keep_count, merge_keep_count
-from holitom.gpu_measure import paper_specs
 from holitom.methods import get
+from holitom.tools.gpu_measure import paper_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"

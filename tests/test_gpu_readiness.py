@@ -15,8 +15,8 @@ from holitom import inner
 from holitom.inner import merge_dropped, select_kept
 from holitom.outer import compress_video
 from holitom.patch.qwen2 import _key_row
-from holitom.syncs import count_host_syncs
-from holitom.synthetic import synthetic_pixels
+from holitom.tools.syncs import count_host_syncs
+from holitom.tools.synthetic import synthetic_pixels
 
 # ---------------------------------------------------------------------------------------------- device maps
 

@@ -17,7 +17,7 @@ import torch
 from conftest import load, random_frames, tiny_value, video_prompt_ids
 
 import holitom
-from holitom import hf_onevision
+from holitom.hosts import hf_onevision_io
 from llava.constants import IMAGE_TOKEN_INDEX
 
 FRAMES = 6
@@ -28,7 +28,7 @@ def pair(tiny_ov):
     """(tokenizer, our llava model, transformers' model with the same weight tensors, video id)."""
     tokenizer, model, _, _ = load(tiny_ov)
     vocab = model.config.vocab_size
-    hf = hf_onevision.to_hf_onevision(model, image_token_id=vocab - 2, video_token_id=vocab - 1)
+    hf = hf_onevision_io.to_hf_onevision(model, image_token_id=vocab - 2, video_token_id=vocab - 1)
     return tokenizer, model, hf, vocab - 1
 
 
@@ -191,7 +191,7 @@ def test_bad_inputs_get_clear_errors(pair):
 
 @pytest.fixture(scope="module")
 def tiny_hf(tmp_path_factory) -> str:
-    from holitom.tiny import make_tiny
+    from holitom.tools.tiny import make_tiny
 
     return make_tiny(str(tmp_path_factory.mktemp("tiny_hf")), kind="onevision-hf")
 
@@ -216,10 +216,10 @@ def test_make_tiny_writes_the_llava_hf_layout_with_the_onevision_weights(tiny_hf
             } <= names  # fmt: skip
     assert not any(n.startswith("model.") for n in names)
 
-    tokenizer, hf = hf_onevision.load_model(tiny_hf, torch_dtype="float32")
+    tokenizer, hf = hf_onevision_io.load_model(tiny_hf, torch_dtype="float32")
     assert tokenizer.convert_tokens_to_ids(["<image>", "<video>"]) == [hf.config.image_token_id, hf.config.video_token_id]
     _, ours, _, _ = load(tiny_ov)
-    theirs = hf_onevision.hf_state_dict(ours.state_dict())
+    theirs = hf_onevision_io.hf_state_dict(ours.state_dict())
     for name, value in hf.state_dict().items():
         if not name.endswith("position_ids"):
             assert torch.equal(value, theirs[name]), name
@@ -229,11 +229,11 @@ def test_make_tiny_writes_the_llava_hf_layout_with_the_onevision_weights(tiny_hf
 
 
 def test_checkpoints_are_told_apart_by_model_type(tiny_hf, tiny_ov):
-    config = hf_onevision.read_hf_config(tiny_hf)
-    assert config.model_type == "llava_onevision" and hf_onevision.tokens_per_frame(config) == 196
-    assert hf_onevision.read_hf_config(tiny_ov) is None  # lmms-lab's layout: the llava host
+    config = hf_onevision_io.read_hf_config(tiny_hf)
+    assert config.model_type == "llava_onevision" and hf_onevision_io.tokens_per_frame(config) == 196
+    assert hf_onevision_io.read_hf_config(tiny_ov) is None  # lmms-lab's layout: the llava host
     with pytest.raises(ValueError, match="is not a transformers LLaVA-OneVision checkpoint"):
-        hf_onevision.load_model(tiny_ov, torch_dtype="float32")
+        hf_onevision_io.load_model(tiny_ov, torch_dtype="float32")
 
 
 def test_chat_template_renders_the_prompt_we_build(tiny_hf):
@@ -253,23 +253,23 @@ def test_chat_template_renders_the_prompt_we_build(tiny_hf):
 
 
 def test_video_inputs_lay_out_the_prompt_like_transformers_processor(tiny_hf):
-    tokenizer, hf = hf_onevision.load_model(tiny_hf, torch_dtype="float32")
+    tokenizer, hf = hf_onevision_io.load_model(tiny_hf, torch_dtype="float32")
     frames = random_frames(3)
-    inputs = hf_onevision.video_inputs(tokenizer, hf.config, "<|im_start|>user\n<video>\nHi<|im_end|>\n", [frames])
+    inputs = hf_onevision_io.video_inputs(tokenizer, hf.config, "<|im_start|>user\n<video>\nHi<|im_end|>\n", [frames])
     ids = inputs["input_ids"][0]
     assert int((ids == hf.config.video_token_id).sum()) == 3 * 196 + 1
     at = (ids == hf.config.video_token_id).nonzero()[:, 0]
     assert at.max() - at.min() + 1 == at.numel()  # one run
     assert inputs["pixel_values_videos"].shape == (1, 3, 3, 384, 384)
     with pytest.raises(ValueError, match=r"the prompt has 0 <video> token\(s\) but 1 video"):
-        hf_onevision.video_inputs(tokenizer, hf.config, "no video here", [frames])
+        hf_onevision_io.video_inputs(tokenizer, hf.config, "no video here", [frames])
 
 
 def test_checkpoint_from_disk_matches_our_checkpoint_with_holitom(tiny_hf, tiny_ov):
-    tokenizer, hf = hf_onevision.load_model(tiny_hf, torch_dtype="float32")
+    tokenizer, hf = hf_onevision_io.load_model(tiny_hf, torch_dtype="float32")
     ours_tokenizer, ours, _, _ = load(tiny_ov)
     frames = random_frames(4, seed=12)
-    inputs = hf_onevision.video_inputs(tokenizer, hf.config, _prompt("<video>"), [frames])
+    inputs = hf_onevision_io.video_inputs(tokenizer, hf.config, _prompt("<video>"), [frames])
     ids = video_prompt_ids(ours_tokenizer, "What happens?")
     settings = {"retain_ratio": 0.25, "merge_layer": 2}
     holitom.apply_method(hf, "holitom", **settings)
@@ -291,7 +291,7 @@ def _prompt(placeholder: str) -> str:
 
 def test_generate_command_routes_llava_hf_checkpoints_and_prints_counts(tiny_hf, tiny_ov, tmp_path, capsys):
     from holitom.cli import main
-    from holitom.synthetic import write_synthetic_video
+    from holitom.tools.synthetic import write_synthetic_video
 
     video = tmp_path / "clip.mp4"
     write_synthetic_video(video, num_frames=8, size=(96, 64), seed=1)
@@ -324,7 +324,7 @@ def test_eval_plugin_routes_llava_hf_checkpoints(tiny_hf, tmp_path):
     from holitom_eval.settings import format_model_args
     from lmms_eval.api.instance import Instance
 
-    from holitom.synthetic import write_synthetic_video
+    from holitom.tools.synthetic import write_synthetic_video
 
     video = tmp_path / "clip.mp4"
     write_synthetic_video(video, num_frames=8, size=(96, 64), seed=1)

@@ -35,8 +35,13 @@ ROOTS = {"holitom": REPO / "holitom", "llava": REPO / "llava", "holitom_eval": R
 ALGORITHMS = ("holitom.temporal", "holitom.spatial", "holitom.outer", "holitom.inner", "holitom.attention",
               "holitom.baselines")  # fmt: skip
 BOTTOM = ("holitom.counts", "holitom.shapes")
-# Hosts and hooks; `holitom.hf_onevision` is the llava-hf checkpoint adapter the transformers host reads.
-HOSTS_AND_HOOKS = ("holitom.hosts", "holitom.patch", "holitom.hf_onevision")
+# Hosts and hooks (a host's checkpoint and input code lives beside its adapter in `holitom.hosts`).
+HOSTS_AND_HOOKS = ("holitom.hosts", "holitom.patch")
+# What may sit at the package root: the public entry points, the algorithms and the bottom layer. Every other
+# module belongs to a subpackage's role (tools, hosts, hooks, registry, baselines).
+ROOT_MODULES = {"holitom", "holitom.__main__", "holitom.cli", "holitom.config", "holitom.flops", "holitom.paper",
+                "holitom.temporal", "holitom.spatial", "holitom.outer", "holitom.inner", "holitom.attention",
+                "holitom.counts", "holitom.shapes"}  # fmt: skip
 BOTTOM_RANK, ALGORITHM, HOSTS, REGISTRY, FRONT, LLAVA = range(6)
 
 
@@ -267,3 +272,11 @@ def test_llava_imports_nothing_from_holitom(graph):
     wrong = [graph.describe([m, t]) for m in graph.edges if m.startswith("llava") for t in graph.edges[m]
              if not t.startswith("llava")]  # fmt: skip
     assert not wrong, "llava importing outside itself:\n" + "\n".join(wrong)
+
+
+def test_the_package_root_holds_only_entry_points_and_algorithms(graph):
+    """Tools live in `holitom.tools`, host code in `holitom.hosts`: a new root module must say which it is."""
+    root = {m for m in graph.files if m.split(".")[0] == "holitom" and m.count(".") <= 1}
+    packages = {m for m in root if graph.files[m].name == "__init__.py" and m != "holitom"}
+    assert root - packages == ROOT_MODULES, f"unexpected at the root: {sorted(root - packages - ROOT_MODULES)}"
+    assert packages == {"holitom.baselines", "holitom.hosts", "holitom.methods", "holitom.patch", "holitom.tools"}

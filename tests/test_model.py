@@ -158,7 +158,7 @@ def test_missing_checkpoint_files_are_named(tiny_ov, tmp_path):
 
 def _hf_twin(model):
     """transformers' LlavaOnevisionForConditionalGeneration with our weights (its own key layout)."""
-    from holitom.hf_onevision import to_hf_onevision
+    from holitom.hosts.hf_onevision_io import to_hf_onevision
 
     vocab = model.config.vocab_size
     return to_hf_onevision(model, image_token_id=vocab - 2, video_token_id=vocab - 1)

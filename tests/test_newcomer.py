@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> str:
-    from holitom.synthetic import write_synthetic_video
+    from holitom.tools.synthetic import write_synthetic_video
 
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     write_synthetic_video(path, num_frames=16, size=(64, 48))
@@ -149,7 +149,7 @@ def test_ctrl_c_during_a_sweep_is_one_line(tmp_path):
 
 # 7. a corrupt video: our one line only
 def test_a_corrupt_video_is_one_line_without_decoder_noise(tiny_ov, tmp_path):
-    from holitom.synthetic import write_corrupt_video
+    from holitom.tools.synthetic import write_corrupt_video
 
     bad = tmp_path / "bad.mp4"
     write_corrupt_video(bad)

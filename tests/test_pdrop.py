@@ -126,7 +126,7 @@ def test_grid_layout_newlines_are_ranked_like_any_visual_token(video_model):
 
 def test_generate_prints_the_tokens_of_every_stage(tiny_ov, tmp_path, capsys):
     from holitom.cli import main
-    from holitom.synthetic import write_synthetic_video
+    from holitom.tools.synthetic import write_synthetic_video
 
     video = str(tmp_path / "clip.mp4")
     write_synthetic_video(video, num_frames=8, size=(64, 48))

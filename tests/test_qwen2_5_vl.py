@@ -26,7 +26,7 @@ QUESTION = "What happens in this video?"
 
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory) -> str:
-    from holitom.tiny import make_tiny
+    from holitom.tools.tiny import make_tiny
 
     return make_tiny(str(tmp_path_factory.mktemp("tiny_qwen")), kind="qwen2.5-vl")
 

@@ -15,8 +15,8 @@ from conftest import random_frames, tiny_value, video_prompt_ids
 import holitom
 from holitom import methods, paper
 from holitom.flops import add_flops_arguments, method_flops, paper_method
-from holitom.generate import add_generate_arguments
 from holitom.methods.arguments import method_settings_from_args, parse_method_item
+from holitom.tools.generate import add_generate_arguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 from holitom_eval.plan import build_plan  # noqa: E402

@@ -13,7 +13,7 @@ import os
 import shutil
 import zlib
 
-from holitom.synthetic import write_synthetic_video
+from holitom.tools.synthetic import write_synthetic_video
 from holitom_eval import TASKS_DIR
 
 SMOKE_DIR = os.path.join(TASKS_DIR, "smoke")
@@ -60,7 +60,7 @@ def prepare_tiny_checkpoint(root: str | os.PathLike, kind: str = "onevision") ->
     """`holitom make-tiny` into `root/tiny_<kind>` unless it is already there; returns the path."""
     path = os.path.join(os.fspath(root), f"tiny_{kind}")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        from holitom.tiny import make_tiny
+        from holitom.tools.tiny import make_tiny
 
         make_tiny(path + ".part", kind=kind)
         shutil.rmtree(path, ignore_errors=True)  # a leftover without config.json is unfinished
@@ -73,7 +73,7 @@ def prepare_tiny_siglip(root: str | os.PathLike) -> str:
     smoke runs), unless it is already there; returns the path."""
     path = os.path.join(os.fspath(root), "tiny_siglip")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        from holitom.tiny import make_tiny_siglip
+        from holitom.tools.tiny import make_tiny_siglip
 
         make_tiny_siglip(path + ".part")
         shutil.rmtree(path, ignore_errors=True)

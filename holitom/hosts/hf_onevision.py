@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from holitom.hf_onevision import tokens_per_frame
 from holitom.hosts.base import VideoCompressor
+from holitom.hosts.hf_onevision_io import tokens_per_frame
 from llava.errors import HookError
 from llava.model.cache_compat import find_cache
 from llava.model.sequence import SequenceState
@@ -55,7 +55,7 @@ class HFOnevisionHost:
     """A transformers `LlavaOnevisionForConditionalGeneration` instance as a method host."""
 
     def __init__(self, model: nn.Module) -> None:
-        from holitom.hf_onevision import check_config
+        from holitom.hosts.hf_onevision_io import check_config
 
         check_config(model.config)
         self.model = model

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 import holitom
 from holitom.flops import method_flops, schedule_flops
-from holitom.generate import require_visual_tokens
 from holitom.shapes import get_shape
+from holitom.tools.generate import require_visual_tokens
 from holitom_eval import records
 from holitom_eval.settings import PluginSettings, parse_model_args
 
@@ -77,11 +77,12 @@ class HoliTomLlava(lmms):
             "float16" if (device_map == "auto" or device.startswith("cuda")) else "float32"
         )
 
-        from holitom import hf_onevision, methods
+        from holitom import methods
+        from holitom.hosts import hf_onevision_io
         from llava.model.builder import load_pretrained_model, read_model_config
 
         # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
-        hf_config = hf_onevision.read_hf_config(s.pretrained)
+        hf_config = hf_onevision_io.read_hf_config(s.pretrained)
         self._on_hf = hf_config is not None
         if self._on_hf and s.overwrite_config:
             raise ValueError(
@@ -92,10 +93,10 @@ class HoliTomLlava(lmms):
         config = hf_config if self._on_hf else read_model_config(s.pretrained, dict(s.overwrite_config) or None)
         methods.config_for(s.method, s.method_settings, config)
         if self._on_hf:
-            self._tokenizer, self._model = hf_onevision.load_model(
+            self._tokenizer, self._model = hf_onevision_io.load_model(
                 s.pretrained, config, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
             )
-            self._image_processor = hf_onevision.frame_processor(s.pretrained)
+            self._image_processor = hf_onevision_io.frame_processor(s.pretrained)
             self._max_length = int(config.text_config.max_position_embeddings)
             self._device = self._model.model.language_model.embed_tokens.weight.device
         else:
@@ -176,7 +177,7 @@ class HoliTomLlava(lmms):
 
     def _make_run_record(self, dtype: str, device_map: str) -> dict[str, Any]:
         """Settings and provenance of this run (`holitom_eval.records.RUN_RECORD`)."""
-        from holitom.provenance import device_names, environment
+        from holitom.tools.provenance import device_names, environment
 
         s = self.settings
         return {
@@ -350,12 +351,12 @@ class HoliTomLlava(lmms):
         """The model's inputs for one request: the prompt in the conversation template with a placeholder per
         visual (our llava models: <image> → IMAGE_TOKEN_INDEX, spliced by the model; transformers' model:
         <video> repeated F·N + 1 times, as its processor does) and the pixels."""
-        from holitom import hf_onevision
+        from holitom.hosts import hf_onevision_io
         from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
         from llava.conversation import conv_templates
         from llava.mm_utils import tokenizer_image_token
 
-        placeholder = hf_onevision.VIDEO_TOKEN if self._on_hf else DEFAULT_IMAGE_TOKEN
+        placeholder = hf_onevision_io.VIDEO_TOKEN if self._on_hf else DEFAULT_IMAGE_TOKEN
         if self._on_hf:
             context = context.replace(DEFAULT_IMAGE_TOKEN, placeholder)
         if tensors and placeholder not in context:
@@ -364,7 +365,7 @@ class HoliTomLlava(lmms):
         conv.append_message(conv.roles[0], context)
         conv.append_message(conv.roles[1], None)
         if self._on_hf:
-            inputs = hf_onevision.video_inputs(self._tokenizer, self.model.config, conv.get_prompt(), tensors)
+            inputs = hf_onevision_io.video_inputs(self._tokenizer, self.model.config, conv.get_prompt(), tensors)
             return {k: v.to(self.device) for k, v in inputs.items()}
         ids = tokenizer_image_token(conv.get_prompt(), self._tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
         ids = ids[None].to(self.device)

@@ -1,11 +1,11 @@
-"""What `holitom/gpu_check.py` concludes and prints: the issue's goals against the measurements, and the
+"""What `holitom/tools/gpu_check.py` concludes and prints: the issue's goals against the measurements, and the
 compact Markdown table (printed last, also written as OUT_DIR/gpu_check.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from holitom.timing import TARGETS
+from holitom.tools.timing import TARGETS
 
 # The published measurements of the authors' code (A100, OneVision, 32 frames), beside the goals (timing.TARGETS).
 PUBLISHED = {

@@ -1,4 +1,4 @@
-"""The measurements of `holitom/gpu_check.py`: correctness of every method on the device against the CPU, host
+"""The measurements of `holitom/tools/gpu_check.py`: correctness of every method on the device against the CPU, host
 syncs per prefill, and latency at the published shapes (random weights), each method installed in turn on one
 model. Each function returns plain data (JSON-ready); `gpu_check` orders them against its time budget.
 
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from holitom.methods import all_methods, apply_method, remove, stats
-from holitom.timing import MethodSpec
+from holitom.tools.timing import MethodSpec
 
 SEED = 0
 # Weight scales of the tiny correctness model (the tiny test checkpoints': well-separated logits, so greedy tokens
@@ -101,9 +101,9 @@ def cuda_sync_warnings(device: torch.device) -> Iterator[list | None]:
 
 def prefill_syncs(model: Any, ids: torch.Tensor, frames: torch.Tensor, warm: bool = True) -> dict[str, Any]:
     """Host syncs of one multimodal prefill with the installed method (after a warm one unless `warm` is
-    False: the method has just run): the calls `holitom.syncs` counts and, on CUDA, the synchronisations the
+    False: the method has just run): the calls `holitom.tools.syncs` counts and, on CUDA, the synchronisations the
     CUDA runtime reports."""
-    from holitom.syncs import count_host_syncs
+    from holitom.tools.syncs import count_host_syncs
 
     with torch.inference_mode():
         if warm:
@@ -118,8 +118,8 @@ def prefill_syncs(model: Any, ids: torch.Tensor, frames: torch.Tensor, warm: boo
 
 def syncs_section(device: torch.device, frames_n: int, specs: list[MethodSpec], log: Callable) -> list[dict]:
     """Host syncs per `frames_n`-frame prefill of every method on the tiny model, on `device`."""
-    from holitom.random_model import build_random_model
-    from holitom.synthetic import synthetic_pixels, synthetic_prompt
+    from holitom.tools.random_model import build_random_model
+    from holitom.tools.synthetic import synthetic_pixels, synthetic_prompt
 
     model = build_random_model("tiny", device=device, seed=SEED)
     ids = synthetic_prompt(model.config.vocab_size, SEED).to(device)
@@ -146,7 +146,7 @@ def syncs_section(device: torch.device, frames_n: int, specs: list[MethodSpec], 
 
 def _hf_inputs(ids: torch.Tensor, hf: Any, frames_n: int) -> torch.Tensor:
     """The llava prompt in transformers' layout: the placeholder → F·N + 1 video tokens."""
-    from holitom.hf_onevision import expand_video_tokens, tokens_per_frame
+    from holitom.hosts.hf_onevision_io import expand_video_tokens, tokens_per_frame
     from llava.constants import IMAGE_TOKEN_INDEX
 
     video = hf.config.video_token_id
@@ -156,7 +156,7 @@ def _hf_inputs(ids: torch.Tensor, hf: Any, frames_n: int) -> torch.Tensor:
 
 def _hosts(model: Any) -> dict[str, Any]:
     """Both host layouts on the same weights: our llava model, transformers' LlavaOnevisionForConditionalGeneration."""
-    from holitom.hf_onevision import to_hf_onevision
+    from holitom.hosts.hf_onevision_io import to_hf_onevision
 
     vocab = model.config.vocab_size
     return {"llava": model, "hf": to_hf_onevision(model, image_token_id=vocab - 2, video_token_id=vocab - 1)}
@@ -216,8 +216,8 @@ def correctness_section(
     counts and greedy tokens must equal the CPU run's; float16 and bfloat16 on `device` must complete, and their
     first-token logits are compared with float32's (max |Δ|). On a CPU-only dry run the device run is the CPU
     run itself."""
-    from holitom.random_model import build_random_model, fill_random_
-    from holitom.synthetic import synthetic_pixels, synthetic_prompt
+    from holitom.tools.random_model import build_random_model, fill_random_
+    from holitom.tools.synthetic import synthetic_pixels, synthetic_prompt
 
     base = fill_random_(build_random_model("tiny", seed=SEED), SEED, std=TINY_STD)
     ids = synthetic_prompt(base.config.vocab_size - 2, SEED)  # the last two ids are <image> / <video> for hf

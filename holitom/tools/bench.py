@@ -1,7 +1,7 @@
 """`holitom bench`: time-to-first-token and decode speed, vanilla vs token-reduction methods, in one process.
 
 One model instance is built once (random weights at a published shape, or a checkpoint) and every method is
-installed on it in turn; the timing core is `holitom.timing`. `--methods` takes comma-separated
+installed on it in turn; the timing core is `holitom.tools.timing`. `--methods` takes comma-separated
 `NAME[@RHO][:KEY=VALUE]...` items; keys and values come from the method registry (`holitom.methods`).
 """
 
@@ -20,11 +20,11 @@ import torch
 
 from holitom.counts import check_int
 from holitom.methods.arguments import parse_method_item
-from holitom.provenance import cpu_name
-from holitom.random_model import SHAPE_CHOICES, build_random_model, estimated_bytes, shape_config
 from holitom.shapes import SHAPES, get_shape, match_shape
-from holitom.synthetic import synthetic_pixels, synthetic_prompt, video_prompt
-from holitom.timing import MethodSpec, add_accounting, bench_methods, check_targets, format_table
+from holitom.tools.provenance import cpu_name
+from holitom.tools.random_model import SHAPE_CHOICES, build_random_model, estimated_bytes, shape_config
+from holitom.tools.synthetic import synthetic_pixels, synthetic_prompt, video_prompt
+from holitom.tools.timing import MethodSpec, add_accounting, bench_methods, check_targets, format_table
 
 DEFAULT_METHODS = "vanilla,holitom@0.10,holitom@0.10:K=none,visionzip@0.10,fastv"
 # the frame / no_token layouts: HoliTom and VisionZip lay tokens out as one_token or grid only

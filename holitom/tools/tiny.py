@@ -10,7 +10,7 @@ One field is not in the published configs: `mm_vision_tower_config`, the tiny Si
 (the real tower's config is known by name; a tiny tower has no hub repo to read it from).
 
 `--kind onevision-hf` writes the same OneVision model in transformers' llava-hf layout instead
-(`holitom.hf_onevision`): config.json with `text_config` / `vision_config`, the llava-hf weight names, the
+(`holitom.hosts.hf_onevision_io`): config.json with `text_config` / `vision_config`, the llava-hf weight names, the
 tokenizer with `<image>` and `<video>` added, and the processor files.
 
 `--kind qwen2.5-vl` writes a tiny Qwen2.5-VL in Qwen's published layout (`_make_tiny_qwen2_5_vl`): the flat
@@ -231,11 +231,11 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
 
 
 def _make_tiny_hf(out_dir: str, seed: int, max_shard_size: str) -> str:
-    """The tiny OneVision checkpoint in the llava-hf layout (see `holitom.hf_onevision`)."""
+    """The tiny OneVision checkpoint in the llava-hf layout (see `holitom.hosts.hf_onevision_io`)."""
     from huggingface_hub import save_torch_state_dict
     from tokenizers import AddedToken
 
-    from holitom.hf_onevision import IMAGE_TOKEN, VIDEO_TOKEN, hf_config_from_llava, hf_state_dict
+    from holitom.hosts.hf_onevision_io import IMAGE_TOKEN, VIDEO_TOKEN, hf_config_from_llava, hf_state_dict
 
     raw, tokenizer, model = _random_llava("onevision", seed)
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in (IMAGE_TOKEN, VIDEO_TOKEN)], special_tokens=True)

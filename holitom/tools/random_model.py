@@ -1,4 +1,4 @@
-"""Random-weight models at a published shape (for benchmarks; `holitom.tiny` writes test checkpoints).
+"""Random-weight models at a published shape (for benchmarks; `holitom.tools.tiny` writes test checkpoints).
 
 `build_random_model("ov-7b", layers=8)` builds `LlavaQwenForCausalLM` with the published LM sizes
 (`holitom.shapes.SHAPES`) and the SigLIP-so400m tower, directly on the device in the dtype, without
@@ -17,7 +17,7 @@ from torch import nn
 from holitom.shapes import SHAPES, SIGLIP_SO400M
 
 INIT_STD = 0.02  # Qwen2 / SigLIP initializer_range
-# holitom.tiny's configs (4 LM layers, 2 SigLIP layers): OneVision and LLaVA-Video (grid newlines, average pooling)
+# holitom.tools.tiny's configs (4 LM layers, 2 SigLIP layers): OneVision and LLaVA-Video (grid newlines, average pooling)
 TINY_SHAPES = {"tiny": "onevision", "tiny-video": "video"}
 SHAPE_CHOICES = (*TINY_SHAPES, *SHAPES)
 
@@ -26,9 +26,9 @@ def shape_config(shape: str, layers: int | None = None, vision_layers: int | Non
     """LlavaQwenConfig of a named shape (the published config.json fields), optionally truncated.
 
     layers: Qwen2 decoder layers (default: full depth); vision_layers: kept SigLIP layers (default 26 for
-    so400m, 2 for tiny). `tiny` / `tiny-video` are holitom.tiny's OneVision / LLaVA-Video configs.
+    so400m, 2 for tiny). `tiny` / `tiny-video` are holitom.tools.tiny's OneVision / LLaVA-Video configs.
     """
-    from holitom.tiny import tiny_config
+    from holitom.tools.tiny import tiny_config
     from llava.model.language_model.llava_qwen import LlavaQwenConfig
     from llava.model.multimodal_encoder.siglip_encoder import KNOWN_TOWERS
 

@@ -1,4 +1,4 @@
-"""The one GPU check: `bash scripts/gpu_check.sh OUT_DIR` (= `python -m holitom.gpu_check OUT_DIR`).
+"""The one GPU check: `bash scripts/gpu_check.sh OUT_DIR` (= `python -m holitom.tools.gpu_check OUT_DIR`).
 
 On one CUDA GPU with torch and transformers only (no network, no video decoders, no lmms-eval), in a time budget,
 most important first: the environment; correctness of every method on the device against the CPU on tiny random
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from holitom.gpu_report import format_table, goals
+from holitom.tools.gpu_report import format_table, goals
 
 REPORT_JSON, REPORT_MD = "gpu_check.json", "gpu_check.md"
 DRY_FRAMES = 4
@@ -94,7 +94,7 @@ class Report:
         os.replace(self.path + ".part", self.path)
 
     def error(self, where: str, exc: BaseException) -> str:
-        from holitom.gpu_measure import _one_line
+        from holitom.tools.gpu_measure import _one_line
 
         line = f"{where}: {_one_line(exc)}"
         self.data["errors"].append(line)
@@ -107,8 +107,8 @@ class Report:
 def environment(device: Any, dtype: Any) -> dict[str, Any]:
     import torch
 
-    from holitom.provenance import cpu_name
-    from holitom.provenance import environment as versions
+    from holitom.tools.provenance import cpu_name
+    from holitom.tools.provenance import environment as versions
 
     env: dict[str, Any] = {
         "versions": versions(),
@@ -169,11 +169,16 @@ def latency_section(
     """Build the model once, time its methods group by group (vanilla + HoliTom first), save after each."""
     import torch
 
-    from holitom import gpu_measure as gm
-    from holitom.random_model import build_random_model, estimated_bytes, shape_config, write_random_map_head
     from holitom.shapes import SHAPES, get_shape
-    from holitom.synthetic import synthetic_pixels, synthetic_prompt
-    from holitom.timing import bench_methods
+    from holitom.tools import gpu_measure as gm
+    from holitom.tools.random_model import (
+        build_random_model,
+        estimated_bytes,
+        shape_config,
+        write_random_map_head,
+    )
+    from holitom.tools.synthetic import synthetic_pixels, synthetic_prompt
+    from holitom.tools.timing import bench_methods
 
     device, dtype, tiny = opts["device"], opts["dtype"], opts["tiny"]
     published = SHAPES[run.name]
@@ -259,8 +264,8 @@ def latency_section(
 
 
 def _accounting(entry: dict[str, Any], shape: Any, published: Any, tower: Any, device: Any) -> None:
-    """FLOPs and ratios against the vanilla row (holitom.timing), and the GPU targets' check, in place."""
-    from holitom.timing import add_accounting, check_targets
+    """FLOPs and ratios against the vanilla row (holitom.tools.timing), and the GPU targets' check, in place."""
+    from holitom.tools.timing import add_accounting, check_targets
 
     if not any(r["method"] == "vanilla" for r in entry["results"]):
         return  # nothing to compare with: the rows stay without ratios
@@ -279,8 +284,8 @@ def _accounting(entry: dict[str, Any], shape: Any, published: Any, tower: Any, d
 
 
 def _syncs_of(model: Any, spec: Any, ids: Any, frames: Any) -> dict[str, Any]:
-    from holitom.gpu_measure import prefill_syncs
     from holitom.methods import apply_method, remove
+    from holitom.tools.gpu_measure import prefill_syncs
 
     apply_method(model, spec.method, **spec.settings)
     try:
@@ -400,11 +405,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run_section(name: str, opts: dict[str, Any], budget: Budget, report: Report, log: Callable) -> None:
     import torch
 
-    from holitom import gpu_measure as gm
+    from holitom.tools import gpu_measure as gm
 
     device = opts["device"]
     if name in ("correctness", "syncs"):
-        from holitom.random_model import shape_config, write_random_map_head
+        from holitom.tools.random_model import shape_config, write_random_map_head
         from llava.model.multimodal_encoder.siglip_encoder import tower_config
 
         config = shape_config("tiny")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from holitom.generate import add_generate_arguments, run_generate
+from holitom.tools.generate import add_generate_arguments, run_generate
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +19,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from holitom.synthetic import write_synthetic_video
-    from holitom.tiny import make_tiny
+    from holitom.tools.synthetic import write_synthetic_video
+    from holitom.tools.tiny import make_tiny
 
     # every check before anything is written
     if isinstance(args.frames, bool) or not isinstance(args.frames, int) or args.frames < 1:

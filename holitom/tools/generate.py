@@ -46,7 +46,8 @@ def run_generate(args: argparse.Namespace) -> int:
     import torch
 
     import holitom
-    from holitom import hf_onevision, methods
+    from holitom import methods
+    from holitom.hosts import hf_onevision_io
     from llava.conversation import conv_templates
     from llava.model.builder import load_pretrained_model, read_model_config, resolve_device
     from llava.video import load_video
@@ -60,7 +61,7 @@ def run_generate(args: argparse.Namespace) -> int:
     settings = method_settings_from_args(args)
     methods.get(args.method).make_config(settings)  # bad values fail before anything is read
     # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
-    hf_config = hf_onevision.read_hf_config(args.model)
+    hf_config = hf_onevision_io.read_hf_config(args.model)
     on_hf = hf_config is not None
     if on_hf and args.pool_mode:
         raise ValueError("--pool-mode: transformers' LLaVA-OneVision always pools bilinearly")
@@ -71,10 +72,10 @@ def run_generate(args: argparse.Namespace) -> int:
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()
     if on_hf:
-        tokenizer, model = hf_onevision.load_model(
+        tokenizer, model = hf_onevision_io.load_model(
             args.model, hf_config, device_map=device, torch_dtype=dtype, attn_implementation=args.attn
         )
-        processor = hf_onevision.frame_processor(args.model)
+        processor = hf_onevision_io.frame_processor(args.model)
     else:
         tokenizer, model, processor, _ = load_pretrained_model(
             args.model, None, None, device_map=device, torch_dtype=dtype, attn_implementation=args.attn, overwrite_config=overwrite
@@ -83,14 +84,14 @@ def run_generate(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
 
     pixels = processor.preprocess(frames, return_tensors="pt")["pixel_values"].to(device=device, dtype=model.dtype)
-    placeholder = hf_onevision.VIDEO_TOKEN if on_hf else "<image>"
+    placeholder = hf_onevision_io.VIDEO_TOKEN if on_hf else "<image>"
     conv = conv_templates[args.conv_template].copy()
     conv.append_message(conv.roles[0], f"{placeholder}\n{args.question}")
     conv.append_message(conv.roles[1], None)
     pad = tokenizer.pad_token_id
     decoding = {"do_sample": False, "max_new_tokens": args.max_new_tokens, "pad_token_id": pad}
     if on_hf:
-        inputs = hf_onevision.video_inputs(tokenizer, model.config, conv.get_prompt(), [pixels])
+        inputs = hf_onevision_io.video_inputs(tokenizer, model.config, conv.get_prompt(), [pixels])
         inputs = {k: v.to(device) for k, v in inputs.items()}
 
         def run() -> torch.Tensor:  # transformers returns the prompt too
