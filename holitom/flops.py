@@ -5,6 +5,10 @@ attention scores and values, the FFN). Prefill FLOPs = sum over layers; only vis
 text, no newline tokens, no vision encoder). Which layers see how many tokens is the method's schedule
 (`Method.schedule` in `holitom.methods`): e.g. HoliTom at ρ counts n = F·ceil(N·ρ) in layers 0..K−1 and
 n − round(n·r) from its merge layer K on.
+
+Qwen2.5-VL (`QWEN_SHAPES`): a "frame" of the count is a temporal patch (two video frames) and its tokens follow from
+the resolution, (H'/28)·(W'/28) with (H', W') = smart_resize(H, W) within the video processor's pixel bounds; so
+32 frames at 448×448 count 16 temporal patches × 16·16 = 256 tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from typing import Any
 from holitom import methods, paper
 from holitom.counts import check_int
 from holitom.methods.base import Schedule
-from holitom.shapes import SHAPES, ModelShape, get_shape, shape_of_paper_model
+from holitom.shapes import QWEN_SHAPES, SHAPES, ModelShape, QwenVLShape, get_shape, shape_of_paper_model
+
+QWEN_DEFAULT_FRAMES = 32
+QWEN_DEFAULT_SIDE = 448  # px, both sides, when --height/--width are not given: 16×16 tokens per temporal patch
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class FlopsResult:
     tflops: float
     vanilla_tflops: float
     percent_of_vanilla: float
+    video: str | None = None  # Qwen2.5-VL: the video behind the count ("32 frames of 448×448 px → ...")
 
     @property
     def n_visual_in(self) -> int:
@@ -62,8 +70,9 @@ class FlopsResult:
 
     def summary(self) -> str:
         stages = "".join(f" (→ {n} from layer {layer})" for layer, n in self.schedule[1:])
+        frames = self.video or f"{self.frames} frames"
         return (
-            f"{self.model} {self.method}, {self.frames} frames: prefill {format_flops(self.flops)} "
+            f"{self.model} {self.method}, {frames}: prefill {format_flops(self.flops)} "
             f"({self.percent_of_vanilla:.1f}% of vanilla {format_flops(self.vanilla_tflops * 1e12)}), visual tokens "
             f"{self.frames * self.tokens_per_frame} → {self.n_visual_in}{stages}"
         )
@@ -125,16 +134,41 @@ def prefill_flops(
 
 
 def method_flops(
-    model: str | ModelShape | Mapping[str, Any],
+    model: str | ModelShape | QwenVLShape | Mapping[str, Any],
     frames: int | None = None,
     method: str = "holitom",
+    *,
+    height: int | None = None,
+    width: int | None = None,
     **settings: Any,
 ) -> FlopsResult:
     """Prefill FLOPs of a registered method with its settings (by name, as `holitom.apply_method` takes
     them), as the paper counts them. Settings not given take the paper's values on a model of the paper's
     tables (`Method.presets`: e.g. FastV K=2 keep 0.2, ρ=0.15 on OV-72B / LLaVA-Video-7B), else the method's
-    defaults; a layer beyond the model's depth is an error."""
-    shape = get_shape(model)
+    defaults; a layer beyond the model's depth is an error. A Qwen2.5-VL shape name (`QWEN_SHAPES`) counts a
+    video of `frames` frames (default 32) of height×width px (default 448×448) in temporal patches; the paper has
+    no Qwen cells, so its settings not given are the method's defaults."""
+    video = None
+    if isinstance(model, str) and model in QWEN_SHAPES:
+        model = QWEN_SHAPES[model]
+    if isinstance(model, QwenVLShape):
+        frames = QWEN_DEFAULT_FRAMES if frames is None else frames
+        height = QWEN_DEFAULT_SIDE if height is None else height
+        width = QWEN_DEFAULT_SIDE if width is None else width
+        for name, value in (("frames", frames), ("height", height), ("width", width)):
+            check_int(name, value, 1)
+        shape = model.model_shape(frames, height, width)
+        side = model.patch * model.merge
+        t, rows, cols = model.grid(frames, height, width)
+        video = (
+            f"{frames} frames of {height}×{width} px → {t} temporal patches of {rows}×{cols} tokens "
+            f"(resized to {rows * side}×{cols * side})"
+        )
+        frames = t
+    elif height is not None or width is not None:
+        raise ValueError(f"height/width apply to the Qwen-VL shapes ({', '.join(QWEN_SHAPES)}) only, not {model!r}")
+    else:
+        shape = get_shape(model)
     spec = methods.get(method)
     frames = shape.frames if frames is None else frames
     check_int("frames", frames, 1)
@@ -154,6 +188,7 @@ def method_flops(
         tflops=flops / 1e12,
         vanilla_tflops=vanilla / 1e12,
         percent_of_vanilla=100.0 * flops / vanilla if vanilla else 0.0,
+        video=video,
     )
 
 
@@ -209,9 +244,11 @@ def add_flops_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--model",
         default="ov-7b",
-        help=f"published shape ({', '.join(SHAPES)}) or a path to a llava config.json / model directory",
+        help=f"published shape ({', '.join([*SHAPES, *QWEN_SHAPES])}) or a path to a llava config.json / model directory",
     )
-    parser.add_argument("--frames", type=int, default=None, help="frames (default: 32 OV, 64 LLaVA-Video)")
+    parser.add_argument("--frames", type=int, default=None, help="frames (default: 32 OV and Qwen, 64 LLaVA-Video)")
+    parser.add_argument("--height", type=int, default=None, help=f"Qwen2.5-VL: frame height in px (default {QWEN_DEFAULT_SIDE})")
+    parser.add_argument("--width", type=int, default=None, help=f"Qwen2.5-VL: frame width in px (default {QWEN_DEFAULT_SIDE})")
     add_method_arguments(parser, default="holitom")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a one-line summary")
     parser.add_argument("--paper", action="store_true", help="every TFLOPs cell of the paper's tables, recomputed")
@@ -236,7 +273,8 @@ def run_flops(args: argparse.Namespace) -> int:
                 f"{cell['paper_tflops']:6.1f}  {settings}"
             )
         return 0
-    result = method_flops(args.model, frames=args.frames, method=args.method, **method_settings_from_args(args))
+    video = {"height": getattr(args, "height", None), "width": getattr(args, "width", None)}
+    result = method_flops(args.model, frames=args.frames, method=args.method, **video, **method_settings_from_args(args))
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
     return 0
 

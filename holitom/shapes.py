@@ -154,18 +154,33 @@ def language_config(config: Any) -> Any:
 
 
 def newline_layout(config: Any) -> str:
-    """A model config's newline layout (transformers' LLaVA-OneVision: one newline after a video)."""
+    """A model config's newline layout (transformers' LLaVA-OneVision: one newline after a video; Qwen-VL: none)."""
+    if is_qwen_vl_config(config):
+        return "no_token"
     return getattr(config, "mm_newline_position", None) or "one_token"
+
+
+def is_qwen_vl_config(config: Any) -> bool:
+    """Whether a (transformers) config, or its text part, is a Qwen-VL's (model_type qwen2_5_vl[_text], qwen3_vl...)."""
+    kind = config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
+    return isinstance(kind, str) and kind.startswith(("qwen2_5_vl", "qwen3_vl"))
 
 
 def match_shape(shape_or_config: ModelShape | Any, layout: str | None = None) -> str | None:
     """The published shape with the same LM sizes and layout as a ModelShape or a model config, if any
-    (`layout` overrides the config's newline layout)."""
+    (`layout` overrides the config's newline layout). A Qwen-VL (layout "no_token", a Qwen model_type or a Qwen
+    ModelShape) matches only Qwen's own shapes (`QWEN_SHAPES`: e.g. "qwen2.5-vl-7b", never OneVision-7B, whose LM
+    has the same sizes), so the paper's presets of the LLaVA models never apply to it."""
     if isinstance(shape_or_config, ModelShape):
         key = (shape_or_config.hidden, shape_or_config.ffn, shape_or_config.num_layers, shape_or_config.kind)
+        if shape_or_config.kind not in KINDS:  # a Qwen-VL's (`QwenVLShape.model_shape`)
+            return _match_qwen(*key[:3])
     else:
-        shape_or_config = language_config(shape_or_config)
         layout = layout or newline_layout(shape_or_config)
+        shape_or_config = language_config(shape_or_config)
+        if layout == "no_token" or is_qwen_vl_config(shape_or_config):
+            c = shape_or_config
+            return _match_qwen(c.hidden_size, c.intermediate_size, c.num_hidden_layers)
         key = (
             shape_or_config.hidden_size,
             shape_or_config.intermediate_size,
@@ -176,6 +191,10 @@ def match_shape(shape_or_config: ModelShape | Any, layout: str | None = None) ->
         if (shape.hidden, shape.ffn, shape.num_layers, shape.kind) == key:
             return name
     return None
+
+
+def _match_qwen(hidden: int, ffn: int, num_layers: int) -> str | None:
+    return next((n for n, s in QWEN_SHAPES.items() if (s.hidden, s.ffn, s.num_layers) == (hidden, ffn, num_layers)), None)
 
 
 def get_shape(model: str | os.PathLike[str] | Mapping[str, Any] | ModelShape) -> ModelShape:
@@ -249,10 +268,30 @@ class QwenVLShape:
         )  # fmt: skip
 
 
+def qwen_shape_from_config(config: Any, name: str | None = None) -> QwenVLShape:
+    """A `QwenVLShape` of a transformers Qwen2.5-VL config (its text part and vision constants); the name is the
+    published shape with the same LM sizes, else `name` or "config"."""
+    text, vision = language_config(config), config.vision_config
+    heads = text.num_attention_heads
+    return QwenVLShape(
+        match_shape(text, "no_token") or name or "config", text.num_hidden_layers, text.hidden_size,
+        text.intermediate_size, heads, getattr(text, "num_key_value_heads", None) or heads, text.vocab_size,
+        bool(getattr(config, "tie_word_embeddings", False)), name or "", vision.patch_size, vision.spatial_merge_size,
+        vision.temporal_patch_size,
+    )  # fmt: skip
+
+
 QWEN_SHAPES: dict[str, QwenVLShape] = {
     "qwen2.5-vl-3b": QwenVLShape("qwen2.5-vl-3b", 36, 2048, 11008, 16, 2, 151936, True, "Qwen/Qwen2.5-VL-3B-Instruct"),
     "qwen2.5-vl-7b": QwenVLShape("qwen2.5-vl-7b", 28, 3584, 18944, 28, 4, 152064, False, "Qwen/Qwen2.5-VL-7B-Instruct"),
     "qwen2.5-vl-72b": QwenVLShape("qwen2.5-vl-72b", 80, 8192, 29568, 64, 8, 152064, False, "Qwen/Qwen2.5-VL-72B-Instruct"),
+    # Qwen3-VL (dense): text_config of the published config.json of Qwen/Qwen3-VL-{2B,4B,8B,32B}-Instruct (the LM
+    # sizes of Qwen3-1.7B/4B/8B/32B; head_dim 128 in all four, so q/o are heads·128 wide, not `hidden`, on 4B and
+    # 32B); vision: 16-px patches, 2×2 merge, temporal patch 2 (depth 24 width 1024 on 2B/4B, 27 × 1152 on 8B/32B).
+    "qwen3-vl-2b": QwenVLShape("qwen3-vl-2b", 28, 2048, 6144, 16, 8, 151936, True, "Qwen/Qwen3-VL-2B-Instruct", 16),
+    "qwen3-vl-4b": QwenVLShape("qwen3-vl-4b", 36, 2560, 9728, 32, 8, 151936, True, "Qwen/Qwen3-VL-4B-Instruct", 16),
+    "qwen3-vl-8b": QwenVLShape("qwen3-vl-8b", 36, 4096, 12288, 32, 8, 151936, False, "Qwen/Qwen3-VL-8B-Instruct", 16),
+    "qwen3-vl-32b": QwenVLShape("qwen3-vl-32b", 64, 5120, 25600, 64, 8, 151936, False, "Qwen/Qwen3-VL-32B-Instruct", 16),
 }  # fmt: skip
 
 

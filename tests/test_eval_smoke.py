@@ -170,3 +170,25 @@ def test_two_processes_split_the_documents(tmp_path):
     (results_path,) = run_dir.glob("lmms_eval/*/*_results.json")
     samples = json.loads(results_path.read_text())["n-samples"]
     assert all(v["effective"] == 2 for v in samples.values())
+
+
+def test_qwen2_5_vl_smoke_sweep_runs_end_to_end(tmp_path):
+    """`bash scripts/eval_qwen2_5_vl.sh --smoke`: the tiny Qwen2.5-VL through real lmms-eval on CPU. 4 frames of the
+    96×64 smoke videos → 2 temporal patches of 2×3 tokens (the tiny checkpoint's [56², 112²] px bounds: 84×56)."""
+    full = {k: v for k, v in os.environ.items() if k not in ("GPUS", "RUNS", "MODEL", "TASKS", "SMOKE")}
+    full.update({"PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "FRAMES": "4", "LIMIT": "1"})
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "eval_qwen2_5_vl.sh"), "--smoke", "--no-tables"],
+        env=full, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "sweep qwen2_5_vl_7b: 3 done, 0 skipped, 0 failed" in proc.stdout
+    vanilla, wo_m, merged = (_records(tmp_path / "out" / run) for run in ("vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25"))
+    assert len(vanilla) == len(wo_m) == len(merged) == TASKS_PER_RUN
+    assert {(r["pooled_tokens"], r["visual_tokens"]) for r in vanilla} == {(12, 12)}
+    for a, b in zip(wo_m, merged):
+        assert a["visual_tokens"] == b["visual_tokens"] <= 2 * 2  # ρ 0.25: at most ceil(6·0.25) = 2 per patch
+        assert a["visual_kept"] is None and b["inner_layer"] == 2
+        assert b["visual_kept"] == round(b["visual_tokens"] * 0.5)  # r=0.5: keep round(n·(1−r))
+    run = json.loads((tmp_path / "out" / "holitom_rho0.25" / "holitom_run.json").read_text())
+    assert run["paper_flops"]["schedule"] == [[0, 4], [2, 2]] and run["shape"]["tokens_per_frame"] == 6

@@ -1,6 +1,8 @@
 """`holitom_llava`: an lmms-eval model that runs LLaVA-OneVision / LLaVA-Video with a token-reduction method:
 our `llava` package for lmms-lab checkpoints, transformers' `LlavaOnevisionForConditionalGeneration` for
-llava-hf checkpoints (told apart by the config's model_type; videos only there).
+llava-hf checkpoints and `Qwen2_5_VLForConditionalGeneration` for Qwen2.5-VL checkpoints (told apart by the
+config's model_type; videos only on the transformers models; Qwen2.5-VL prompts use the checkpoint's chat template
+and its frames our torchvision-free preprocessing, `holitom.hosts.qwen2_5_vl_io`).
 
     python -m lmms_eval --model holitom_llava \\
         --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.10,tau=0.65 \\
@@ -27,7 +29,7 @@ import os
 import time
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from accelerate import Accelerator, DistributedType, InitProcessGroupKwargs
@@ -51,6 +53,13 @@ class MissingVideo(SystemExit):
     """A video a request needs is missing or unreadable: the run stops with a non-zero exit status and this
     message. (lmms-eval catches every Exception around an evaluation, prints it and exits 0; a SystemExit
     passes through, so a run with missing data can never look finished.)"""
+
+
+class QwenVideo(NamedTuple):
+    """A Qwen2.5-VL request's video: uint8 frames (T, H, W, 3) and their sampled rate (None: unknown)."""
+
+    frames: torch.Tensor
+    fps: float | None
 
 
 class HoliTomLlava(lmms):
@@ -78,21 +87,31 @@ class HoliTomLlava(lmms):
         )
 
         from holitom import methods
-        from holitom.hosts import hf_onevision_io
+        from holitom.hosts import hf_onevision_io, qwen2_5_vl_io
         from llava.model.builder import load_pretrained_model, read_model_config
 
-        # our llava checkpoints (lmms-lab) or transformers' LLaVA-OneVision (llava-hf), by the config's model_type
+        # our llava checkpoints (lmms-lab), transformers' LLaVA-OneVision (llava-hf) or Qwen2.5-VL, by model_type
         hf_config = hf_onevision_io.read_hf_config(s.pretrained)
-        self._on_hf = hf_config is not None
-        if self._on_hf and s.overwrite_config:
+        qwen_config = None if hf_config is not None else qwen2_5_vl_io.read_qwen_config(s.pretrained)
+        self._on_hf, self._on_qwen = hf_config is not None, qwen_config is not None
+        if (self._on_hf or self._on_qwen) and s.overwrite_config:
             raise ValueError(
-                f"{sorted(s.overwrite_config)}: transformers' LLaVA-OneVision has a fixed layout (bilinear pooling, "
-                "one newline); these overrides apply to lmms-lab checkpoints only"
+                f"{sorted(s.overwrite_config)}: transformers' {'Qwen2.5-VL' if self._on_qwen else 'LLaVA-OneVision'} "
+                "has a fixed layout; these overrides apply to lmms-lab checkpoints only"
             )
         # settings that cannot apply to this checkpoint fail before any weights are loaded
-        config = hf_config if self._on_hf else read_model_config(s.pretrained, dict(s.overwrite_config) or None)
+        config = hf_config or qwen_config or read_model_config(s.pretrained, dict(s.overwrite_config) or None)
         methods.config_for(s.method, s.method_settings, config)
-        if self._on_hf:
+        if self._on_qwen:
+            self._tokenizer, self._model = qwen2_5_vl_io.load_model(
+                s.pretrained, config, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
+            )
+            self._image_processor = None
+            self._qwen_pixels = qwen2_5_vl_io.pixel_bounds(s.pretrained)
+            self._chat_template = qwen2_5_vl_io.chat_template(s.pretrained, self._tokenizer)
+            self._max_length = int(config.text_config.max_position_embeddings)
+            self._device = self._model.model.language_model.embed_tokens.weight.device
+        elif self._on_hf:
             self._tokenizer, self._model = hf_onevision_io.load_model(
                 s.pretrained, config, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
             )
@@ -123,8 +142,18 @@ class HoliTomLlava(lmms):
         else:
             self._rank, self._world_size = 0, 1
 
-        self.shape = get_shape(self._model.config.to_dict())
-        self.paper_flops = self._paper_flops()
+        if self._on_qwen:
+            # a Qwen2.5-VL video's tokens follow from its resolution: the shape (and the paper-style FLOPs) of the
+            # first video seen (`_qwen_video_shape`); until then a 448×448 one
+            from holitom.shapes import qwen_shape_from_config
+
+            self._qwen_shape = qwen_shape_from_config(self._model.config, s.pretrained)
+            self.shape = self._qwen_shape.model_shape(s.max_frames_num, 448, 448)
+            self._qwen_video: tuple[int, int, int] | None = None
+            self.paper_flops = None
+        else:
+            self.shape = get_shape(self._model.config.to_dict())
+            self.paper_flops = self._paper_flops()
         self.stats_dir = s.stats_dir or os.environ.get(STATS_ENV) or None
         self._totals = {"requests": 0, "visual_tokens": 0, "visual_kept": 0, "tflops": 0.0}
         if self.stats_dir:
@@ -133,7 +162,7 @@ class HoliTomLlava(lmms):
                 self._run_record = self._make_run_record(dtype, device_map)
                 self._write_run_record()
         if self._rank == 0:
-            summary = self.paper_flops.summary() if self.paper_flops else "n/a"
+            summary = self.paper_flops.summary() if self.paper_flops else "n/a (Qwen2.5-VL: from the first video)"
             eval_logger.info(
                 f"holitom_llava: method={s.method} {s.method_settings}; paper-style FLOPs: {summary}"
             )
@@ -170,10 +199,31 @@ class HoliTomLlava(lmms):
         """Prefill FLOPs of this configuration as the paper counts them (None if not countable)."""
         s = self.settings
         try:
-            return method_flops(self.shape, frames=s.max_frames_num, method=s.method, **self.method_config)
+            return method_flops(self.shape, frames=self.shape.frames if self._on_qwen else s.max_frames_num,
+                                method=s.method, **self.method_config)  # fmt: skip
         except ValueError as exc:
             eval_logger.warning(f"holitom_llava: no paper-style FLOPs for this configuration: {exc}")
             return None
+
+    def _qwen_video_shape(self, frames: int, height: int, width: int) -> None:
+        """On the first Qwen2.5-VL video: the shape (temporal patches, tokens per patch at its resolution within the
+        checkpoint's pixel bounds) and the paper-style FLOPs of the run, written into the run record."""
+        if self._qwen_video is not None:
+            return
+        import dataclasses
+
+        low, high = self._qwen_pixels
+        self._qwen_video = (frames, height, width)
+        self.shape = self._qwen_shape.model_shape(frames, height, width, min_pixels=low, max_pixels=high)
+        self.paper_flops = self._paper_flops()
+        if self.paper_flops is not None:
+            t, rows, cols = self._qwen_shape.grid(frames, height, width, min_pixels=low, max_pixels=high)
+            video = f"{frames} frames of {height}×{width} px (the first video) → {t} temporal patches of {rows}×{cols} tokens"
+            self.paper_flops = dataclasses.replace(self.paper_flops, video=video)
+        record = getattr(self, "_run_record", None)
+        if record is not None:
+            record.update(shape=asdict(self.shape), paper_flops=self.paper_flops.as_dict() if self.paper_flops else None)
+            self._write_run_record()
 
     def _make_run_record(self, dtype: str, device_map: str) -> dict[str, Any]:
         """Settings and provenance of this run (`holitom_eval.records.RUN_RECORD`)."""
@@ -298,11 +348,16 @@ class HoliTomLlava(lmms):
                 f"(see docs/reproduce.md)"
             )
         try:
-            frames, _ = load_video(
+            frames, info = load_video(
                 path, self.max_frames_num, backend=self.settings.video_backend, fps=self.settings.video_fps
             )
         except VideoLoadError as exc:
             raise MissingVideo(f"holitom_llava: task {task!r}, doc {doc_id}: {exc}") from None
+        if self._on_qwen:  # raw uint8 frames and their rate: `_inputs` lays out Qwen's processor inputs
+            from holitom.hosts.qwen2_5_vl_io import sampled_fps
+
+            self._qwen_video_shape(*frames.shape[:3])
+            return QwenVideo(torch.as_tensor(frames), sampled_fps(info, len(frames)))
         pixels = self._image_processor.preprocess(frames, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.device, dtype=self.model.dtype)
 
@@ -317,10 +372,10 @@ class HoliTomLlava(lmms):
             if isinstance(item, (str, os.PathLike)):
                 tensors.append(self._load_video(item, task, doc_id))
                 modalities.append("video")
-            elif isinstance(item, Image.Image) and self._on_hf:
+            elif isinstance(item, Image.Image) and (self._on_hf or self._on_qwen):
                 raise ValueError(
-                    f"task {task!r}, doc {doc_id}: holitom_llava runs transformers' LLaVA-OneVision on videos only "
-                    "(images need its anyres processor)"
+                    f"task {task!r}, doc {doc_id}: holitom_llava runs transformers' "
+                    f"{'Qwen2.5-VL' if self._on_qwen else 'LLaVA-OneVision'} on videos only (images need its own processor)"
                 )
             elif isinstance(item, Image.Image):
                 pixels = self._image_processor.preprocess(item, return_tensors="pt")["pixel_values"]
@@ -356,6 +411,9 @@ class HoliTomLlava(lmms):
         from llava.conversation import conv_templates
         from llava.mm_utils import tokenizer_image_token
 
+        if self._on_qwen:
+            return self._qwen_inputs(context.replace(DEFAULT_IMAGE_TOKEN, "").strip(), tensors)
+
         placeholder = hf_onevision_io.VIDEO_TOKEN if self._on_hf else DEFAULT_IMAGE_TOKEN
         if self._on_hf:
             context = context.replace(DEFAULT_IMAGE_TOKEN, placeholder)
@@ -376,6 +434,24 @@ class HoliTomLlava(lmms):
             "modalities": modalities or None,
         }
 
+    def _qwen_inputs(self, context: str, videos: list[QwenVideo]) -> dict[str, Any]:
+        """Qwen2.5-VL: the checkpoint's chat template (the video first, then the task's text), Qwen's layout."""
+        from holitom.hosts import qwen2_5_vl_io
+
+        if len(videos) > 1:
+            raise ValueError(f"{len(videos)} videos in one request: holitom_llava takes one video per Qwen2.5-VL prompt")
+        prompt = qwen2_5_vl_io.video_prompt(self._tokenizer, self._chat_template, context, video=bool(videos))
+        if videos:
+            video = videos[0]
+            inputs = qwen2_5_vl_io.video_inputs(
+                self._tokenizer, self.model.config, prompt, video.frames, self._qwen_pixels, video.fps
+            )
+            inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
+        else:
+            ids = self._tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
     # ---- requests -------------------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         results = []
@@ -393,7 +469,7 @@ class HoliTomLlava(lmms):
                 out = self.model.generate(
                     **inputs, pad_token_id=self._tokenizer.eos_token_id if pad is None else pad, **kwargs
                 )
-            if self._on_hf:  # transformers returns the prompt ids too
+            if self._on_hf or self._on_qwen:  # transformers returns the prompt ids too
                 out = out[:, inputs["input_ids"].shape[1] :]
             text = _cut_at_stop(self._tokenizer.decode(out[0], skip_special_tokens=True).strip(), until)
             record = {
@@ -432,6 +508,9 @@ class HoliTomLlava(lmms):
             if cont.numel() == 0:
                 raise ValueError(f"task {task!r}, doc {doc_id}: empty continuation {continuation!r}")
             cont = cont[None].to(self.device)
+            if "mm_token_type_ids" in inputs:  # Qwen2.5-VL: the continuation is text (type 0)
+                types = inputs["mm_token_type_ids"]
+                inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(cont.shape)], dim=1)
             inputs["input_ids"] = torch.cat([inputs["input_ids"], cont], dim=1)
             inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
             n = cont.shape[1]
