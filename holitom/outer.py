@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from holitom import counts
-from holitom.spatial import cluster_merge, select_top_scores
+from holitom.spatial import cluster_merge, pairwise_distances, select_top_scores
 from holitom.temporal import check_features, frame_similarity, segment_frames_with_runs
 
 
@@ -37,6 +37,51 @@ class OuterSettings(Protocol):
     knn: int
     max_window_size: int
     reference_compat: bool
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """The outer merge as weights: output token m = Σ_e weights[e] · input[sources[e]] over the entries e with
+    targets[e] = m, inputs numbered frame·N + position. targets/sources (E,) long, weights (E,) float32, E ≤ F·N
+    (every input token enters at most one output; dropped ones enter none). A kept token is one entry of weight
+    1; a static token's entries carry 1/w per frame of its window times its cluster weight (β for a centre with
+    members, (1−β)/count for a member, 1 for a memberless centre). `apply_merge_plan` applies it to other
+    per-token features (Qwen3-VL's deepstack rows), so they follow the tokens with the very same weights."""
+
+    targets: Tensor
+    sources: Tensor
+    weights: Tensor
+    num_outputs: int
+    num_inputs: int
+
+
+def apply_merge_plan(plan: MergePlan, values: Tensor) -> Tensor:
+    """values (F, N, C') or (F·N, C') per input token → (M, C'): the plan's weighted sums, accumulated in float32
+    and returned in the values' dtype (a kept token's row is a bit-exact copy)."""
+    flat = values.reshape(-1, values.shape[-1])
+    if flat.shape[0] != plan.num_inputs:
+        raise ValueError(f"values have {flat.shape[0]} token rows, the merge plan was made for {plan.num_inputs}")
+    device = flat.device
+    rows = flat[plan.sources.to(device)].float() * plan.weights.to(device)[:, None]
+    out = torch.zeros(plan.num_outputs, flat.shape[-1], dtype=torch.float32, device=device)
+    return out.index_add_(0, plan.targets.to(device), rows).to(values.dtype)
+
+
+def cluster_weights(x: Tensor, centres: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """The weights `cluster_merge` gives x's tokens, from its own distances and nearest-centre rule.
+
+    x (B, m, C); centres (B, c) its centre indices. Returns (slot (B, m) long: the centre 0..c−1 each token enters,
+    weight (B, m) float32): β for a centre with members, 1 for one without, (1−β)/count for a member."""
+    batch, m, _ = x.shape
+    count = centres.shape[1]
+    dist = pairwise_distances(x)
+    assign = dist.gather(2, centres.unsqueeze(1).expand(batch, m, count)).argmin(-1)  # (B, m)
+    is_centre = torch.zeros(batch, m, dtype=torch.bool, device=x.device).scatter_(1, centres, True)
+    members = torch.zeros(batch, count, device=x.device).scatter_add_(1, assign, (~is_centre).float())
+    slot = assign.scatter(1, centres, torch.arange(count, device=x.device).expand(batch, count))
+    weight = ((1.0 - beta) / members.clamp(min=1.0)).gather(1, assign)
+    centre_weight = torch.where(members > 0, torch.full_like(members, beta), torch.ones_like(members))
+    return slot, weight.scatter(1, centres, centre_weight)
 
 
 # Values of OuterResult.kinds.
@@ -68,6 +113,7 @@ class OuterResult:
     num_dominant: int
     num_contextual: int
     num_newlines: int
+    plan: MergePlan | None = None
 
     @property
     def num_dynamic_kept(self) -> int:
@@ -134,32 +180,51 @@ def _plan(
 
 
 def _dynamic_tokens(
-    clip: Tensor, scores: Tensor, dynamic_pos: Tensor, dominant: int, contextual: int, config: OuterSettings
+    clip: Tensor,
+    scores: Tensor,
+    dynamic_pos: Tensor,
+    dominant: int,
+    contextual: int,
+    config: OuterSettings,
+    plans: list[tuple[Tensor, Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The dominant and contextual tokens of w frames sharing their dynamic positions.
 
     clip (w, N, C) frames; scores (w, N) float32; dynamic_pos (n,) positions. Returns (tokens (w, budget, C),
-    positions (w, budget)): per frame the dominant tokens in position order, then the contextual ones."""
+    positions (w, budget)): per frame the dominant tokens in position order, then the contextual ones.
+    plans: a list that receives the merge as (slot, position, weight), each (w, e): per frame the output slot
+    0..budget−1 and grid position of every input token used, and its weight."""
     width, n = clip.shape[0], dynamic_pos.numel()
     rows = torch.arange(width, device=clip.device).unsqueeze(1)  # (w, 1)
     top = select_top_scores(scores[:, dynamic_pos], dominant)  # (w, dominant) indices into dynamic_pos
     kept_pos = dynamic_pos[top]
     kept = clip[rows, kept_pos]  # (w, dominant, C) exact copies
+    ones = torch.ones(kept_pos.shape, device=clip.device)
+    kept_slots = torch.arange(dominant, device=clip.device).expand(width, dominant)
     if contextual == 0:
+        if plans is not None:
+            plans.append((kept_slots, kept_pos, ones))
         return kept, kept_pos
     chosen = torch.zeros(width, n, dtype=torch.int8, device=clip.device).scatter_(1, top, 1)
     # a stable sort puts each frame's remaining tokens first, in ascending position order (no nonzero)
     rest = torch.sort(chosen, dim=1, stable=True).indices[:, : n - dominant]
     rest_pos = dynamic_pos[rest]
     knn = min(config.knn, contextual)
-    merged, centres = cluster_merge(clip[rows, rest_pos], contextual, knn, config.beta, config.reference_compat)
+    rest = clip[rows, rest_pos]
+    merged, centres = cluster_merge(rest, contextual, knn, config.beta, config.reference_compat)
+    if plans is not None:
+        slot, weight = cluster_weights(rest, centres, config.beta)
+        plans.append((torch.cat([kept_slots, dominant + slot], 1), torch.cat([kept_pos, rest_pos], 1), torch.cat([ones, weight], 1)))
     return torch.cat([kept, merged], 1), torch.cat([kept_pos, rest_pos.gather(1, centres)], 1)
 
 
 def compress_video_with_info(
-    features: Tensor, attention: Tensor, config: OuterSettings, newline: Tensor | None = None
+    features: Tensor, attention: Tensor, config: OuterSettings, newline: Tensor | None = None, with_plan: bool = False
 ) -> OuterResult:
     """Spec §1–2 outer-LLM merging with bookkeeping; see `compress_video` for the arguments.
+
+    with_plan: also return the merge as weights (`OuterResult.plan`, a `MergePlan`; layouts without per-row
+    newlines only), made from the same centres and nearest-centre assignments as the tokens.
 
     Host and device: the similarities are copied to the host once (segmentation) and everything that does not
     depend on token values (static/dynamic positions, counts, frames, kinds) is planned there and copied back
@@ -167,6 +232,8 @@ def compress_video_with_info(
     layout reads one count. Nothing else waits for the device.
     """
     side = _validate(features, attention, config, newline)
+    if with_plan and side:
+        raise ValueError("a merge plan is made for layouts without newline rows only (newline=None)")
     num_frames, num_tokens, channels = features.shape
     device = features.device
     reference = config.reference_compat
@@ -202,14 +269,22 @@ def compress_video_with_info(
 
     scores = attention.to(device=device, dtype=torch.float32)
     blocks: dict[int, list[tuple[Tensor, Tensor]]] = {seg.start: [] for seg in plan}
+    # with_plan: per segment (slot in its block of output tokens, input index frame·N + position, weight)
+    entries: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {seg.start: [] for seg in plan}
     single = next((seg for seg in plan if seg.width == 1), None)  # every single frame has the same counts
     if single is not None and single.budget:
         every = torch.arange(num_tokens, device=device)
+        parts_plan: list[tuple[Tensor, Tensor, Tensor]] | None = [] if with_plan else None
         tokens, positions = _dynamic_tokens(
-            features[single_idx], scores[single_idx], every, single.dominant, single.contextual, config
+            features[single_idx], scores[single_idx], every, single.dominant, single.contextual, config, parts_plan
         )
         for j, start in enumerate(singles):
             blocks[start].append((tokens[j], positions[j]))
+        if parts_plan:
+            slot, pos, weight = parts_plan[0]
+            source = single_idx[:, None] * num_tokens + pos
+            for j, start in enumerate(singles):
+                entries[start].append((slot[j], source[j], weight[j]))
     for seg in windows:
         static_pos, dynamic_pos = window_pos[seg.start]
         clip = features[seg.start : seg.end + 1]  # (w, N, C) view
@@ -222,11 +297,25 @@ def compress_video_with_info(
             knn = min(config.knn, seg.num_centres)
             merged, centres = cluster_merge(static, seg.num_centres, knn, config.beta, reference)
             blocks[seg.start].append((merged, static_pos[centres]))
+            if with_plan:  # every frame of the window enters its static token's mean with 1/w
+                slot, weight = cluster_weights(static[None], centres[None], config.beta)
+                frames_w = torch.arange(seg.start, seg.end + 1, device=device)[:, None]
+                source = frames_w * num_tokens + static_pos[None]  # (w, n_static)
+                entries[seg.start].append(
+                    (slot.expand_as(source).reshape(-1), source.reshape(-1), (weight / seg.width).expand_as(source).reshape(-1))
+                )
         if seg.budget:
+            parts_plan = [] if with_plan else None
             tokens, positions = _dynamic_tokens(
-                clip, scores[seg.start : seg.end + 1], dynamic_pos, seg.dominant, seg.contextual, config
+                clip, scores[seg.start : seg.end + 1], dynamic_pos, seg.dominant, seg.contextual, config, parts_plan
             )
             blocks[seg.start].append((tokens.reshape(-1, channels), positions.reshape(-1)))
+            if parts_plan:
+                slot, pos, weight = parts_plan[0]
+                rows_w = torch.arange(seg.width, device=device)[:, None]
+                slot = seg.num_centres + rows_w * seg.budget + slot
+                source = (seg.start + rows_w) * num_tokens + pos
+                entries[seg.start].append((slot.reshape(-1), source.reshape(-1), weight.reshape(-1)))
 
     ordered = [block for seg in plan for block in blocks[seg.start]]
     out = torch.cat([t for t, _ in ordered]) if ordered else features.new_zeros(0, channels)
@@ -236,6 +325,24 @@ def compress_video_with_info(
         before = out.shape[0]
         out, out_pos, frames_t, kinds_t = grid_layout(out, out_pos, frames_t, kinds_t, newline, side)
         num_newlines = out.shape[0] - before
+    merge_plan = None
+    if with_plan:
+        targets, sources, weights = [], [], []
+        offset = 0
+        for seg in plan:
+            for slot, source, weight in entries[seg.start]:
+                targets.append(slot + offset)
+                sources.append(source)
+                weights.append(weight)
+            offset += seg.num_centres + seg.budget * seg.width
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        merge_plan = MergePlan(
+            targets=torch.cat(targets) if targets else empty,
+            sources=torch.cat(sources) if sources else empty,
+            weights=torch.cat(weights).float() if weights else empty.float(),
+            num_outputs=out.shape[0],
+            num_inputs=total,
+        )
     num_static = sum(seg.num_centres for seg in plan)
     num_dominant = sum(seg.dominant * seg.width for seg in plan if seg.budget)
     return OuterResult(
@@ -251,6 +358,7 @@ def compress_video_with_info(
         num_dominant=num_dominant,
         num_contextual=sum(seg.contextual * seg.width for seg in plan if seg.budget),
         num_newlines=num_newlines,
+        plan=merge_plan,
     )
 
 

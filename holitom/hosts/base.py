@@ -22,11 +22,15 @@ class VideoTokens:
 
     tokens (M, d); frames (M,) long: the frame — on Qwen2.5-VL the temporal patch — whose position the token takes
     (a static token: its segment's first frame); positions (M,) long: its index 0..N−1 in that frame's token grid
-    (a merged token: the index of the token it was merged into)."""
+    (a merged token: the index of the token it was merged into). carry: the compression applied to other
+    per-token features, callable((F, N, C') → (M, C')) with the weights that made `tokens` (Qwen3-VL's deepstack
+    rows follow the tokens through it; None: the method records no such map, and a host with `carries_features`
+    refuses it)."""
 
     tokens: torch.Tensor
     frames: torch.Tensor
     positions: torch.Tensor
+    carry: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 # callable(pooled (F, N, d)) -> the video's token sequence (M, d), newlines included; on an "mrope" host a
@@ -42,12 +46,24 @@ def positions_of(host: Any) -> str:
     return kind
 
 
-def video_output(host: Any, tokens: torch.Tensor, frames: torch.Tensor, positions: torch.Tensor) -> Any:
+def video_output(
+    host: Any,
+    tokens: torch.Tensor,
+    frames: torch.Tensor,
+    positions: torch.Tensor,
+    carry: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Any:
     """What a compressor returns to its host: the tokens (M, d), or on an "mrope" host the tokens with their
-    origins (`VideoTokens`; frames/positions (M,) as in `holitom.outer.OuterResult`)."""
+    origins (`VideoTokens`; frames/positions (M,) as in `holitom.outer.OuterResult`; carry: see `VideoTokens`)."""
     if positions_of(host) == "mrope":
-        return VideoTokens(tokens, frames.to(torch.long), positions.to(torch.long))
+        return VideoTokens(tokens, frames.to(torch.long), positions.to(torch.long), carry)
     return tokens
+
+
+def carries_features(host: Any) -> bool:
+    """Whether the host has per-token features besides the tokens that must follow every merge (`Host.
+    carries_features`: Qwen3-VL's deepstack rows); a compressor then returns `VideoTokens.carry`."""
+    return bool(getattr(host, "carries_features", False))
 
 
 def attention_probe(host: Any, reference: bool = False) -> Any:
@@ -121,6 +137,7 @@ class Host(Protocol):
 
     # Optional members (hosts written before them omit them; read through the functions above):
     # positions: str — one of POSITIONS (`positions_of`; default "sequential").
+    # carries_features: bool — per-token features travel with the video tokens (`carries_features`; Qwen3-VL).
     # attention_probe(reference) — the host's own vision-attention probe (`attention_probe`; default: the SigLIP
     #   probe on `vision_probe_layer`). A "frame" of the probe and of the compressor is then the host's unit of
     #   time: on Qwen2.5-VL a temporal patch (2 frames), whose token count N depends on the video's resolution.

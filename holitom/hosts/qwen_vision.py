@@ -111,11 +111,15 @@ class QwenVisionProbe:
             offset += int(t) * size
         if offset != q.shape[0]:
             raise _missing(f"the last vision block got {q.shape[0]} patches for grids {self.grid.tolist()}")
-        window = window_index(self.grid, self.host.model.config.vision_config)
+        window = self.window(self.grid)
         self.scores.extend(pooled_received(torch.cat(scores), window, self.grid, self.merge_unit))
         if self.timed and q.device.type == "cuda":
             torch.cuda.synchronize(q.device)
         self.seconds += time.perf_counter() - start
+
+    def window(self, grid: torch.Tensor) -> torch.Tensor:
+        """The tower's order of merge groups, (groups,) long: Qwen2.5-VL's window order (Qwen3-VL: grid order)."""
+        return window_index(grid, self.host.model.config.vision_config)
 
     def pop_pooled(self, frames: int) -> torch.Tensor:
         """(frames, N): the scores of the last `frames` temporal patches the tower ran on (all of one resolution)."""

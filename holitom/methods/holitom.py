@@ -149,21 +149,24 @@ class HoliTom(Method):
     def install(self, host: Any, config: HoliTomConfig) -> Any:
         import torch
 
-        from holitom.hosts.base import attention_probe, video_output
+        from holitom.hosts.base import attention_probe, carries_features, video_output
         from holitom.inner import merge_dropped, select_kept
         from holitom.methods.installation import Installation
-        from holitom.outer import append_newline, compress_video_with_info
+        from holitom.outer import append_newline, apply_merge_plan, compress_video_with_info
         from holitom.patch.qwen2 import InnerReduction, Stage
 
         installation = Installation(self, config, host)
         reference = config.reference_compat
         probe = installation.add(attention_probe(host, reference=reference))
         layout = host.newline_layout
+        with_plan = carries_features(host)  # the merge's weights travel with the tokens (Qwen3-VL's deepstack)
 
         def compress(pooled: torch.Tensor) -> Any:
             scores = probe.pop_pooled(pooled.shape[0])
             newline = host.image_newline if layout in ("grid", "one_token") else None  # no_token: none to read
-            result = compress_video_with_info(pooled, scores, config, newline if layout == "grid" else None)
+            result = compress_video_with_info(
+                pooled, scores, config, newline if layout == "grid" else None, with_plan=with_plan
+            )
             tokens = result.tokens
             if layout == "one_token":
                 tokens = append_newline(tokens, newline)
@@ -178,7 +181,9 @@ class HoliTom(Method):
                 static=result.num_static,
                 dynamic=result.num_dynamic_kept,
             )
-            return video_output(host, tokens, result.frames, result.positions)
+            plan = result.plan
+            carry = None if plan is None else (lambda values: apply_merge_plan(plan, values))
+            return video_output(host, tokens, result.frames, result.positions, carry)
 
         installation.set_compressor(compress)
         if config.merge_layer is not None:

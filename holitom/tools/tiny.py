@@ -17,6 +17,11 @@ tokenizer with `<image>` and `<video>` added, and the processor files.
 config.json of Qwen/Qwen2.5-VL-*-Instruct (LM fields at the top, `vision_config`, `rope_scaling` with an
 `mrope_section`), weights under the published names (`model.layers.*`, `visual.*`, `lm_head`), the tokenizer with
 Qwen's vision tokens, preprocessor_config.json and chat_template.json.
+
+`--kind qwen3-vl` writes a tiny dense Qwen3-VL in Qwen's published layout (`_make_tiny_qwen3_vl`): config.json with
+`text_config` (`rope_scaling` with an interleaved `mrope_section`) and `vision_config` (16-px patches, a learned
+4×4 position grid, deepstack from vision blocks 0 and 2), weights under transformers' names as Qwen3-VL publishes
+them (`model.language_model.*`, `model.visual.*`, `lm_head`), the same tokenizer and chat template.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import torch
 
-KINDS = ("onevision", "video", "onevision-hf", "qwen2.5-vl")
+KINDS = ("onevision", "video", "onevision-hf", "qwen2.5-vl", "qwen3-vl")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 # Text for the tiny tokenizer's merges: chat-like English about videos, enough for a few hundred merges.
@@ -220,6 +225,8 @@ def make_tiny(out_dir: str, kind: str = "onevision", seed: int = 0, max_shard_si
         return _make_tiny_hf(out_dir, seed, max_shard_size)
     if kind == "qwen2.5-vl":
         return _make_tiny_qwen2_5_vl(out_dir, seed, max_shard_size)
+    if kind == "qwen3-vl":
+        return _make_tiny_qwen3_vl(out_dir, seed, max_shard_size)
     raw, tokenizer, model = _random_llava(kind, seed)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     _write_tokenizer(tokenizer, out_dir)
@@ -396,6 +403,99 @@ def _make_tiny_qwen2_5_vl(out_dir: str, seed: int, max_shard_size: str) -> str:
     return out_dir
 
 
+def tiny_qwen3_vl_config(ids: dict[str, int]) -> dict[str, Any]:
+    """config.json of a tiny dense Qwen3-VL in the published layout (`text_config`, `vision_config`); `ids`: the
+    special tokens' ids. LM: 4 layers, width 64, 4 query / 2 KV heads of 16 (interleaved mrope_section 2+3+3 = 16/2);
+    tower: 4 blocks of width 32, 16-px patches, a 4×4 learned position grid, deepstack after blocks 0 and 2 (added
+    after LM layers 0 and 1)."""
+    return {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "model_type": "qwen3_vl",
+        "tie_word_embeddings": False,
+        "text_config": {
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "dtype": "float32",
+            "head_dim": 16,
+            "hidden_act": "silu",
+            "hidden_size": 64,
+            "initializer_range": 0.02,
+            "intermediate_size": 128,
+            "max_position_embeddings": 32768,
+            "model_type": "qwen3_vl_text",
+            "num_attention_heads": 4,
+            "num_hidden_layers": 4,
+            "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-06,
+            "rope_scaling": {"mrope_interleaved": True, "mrope_section": [2, 3, 3], "rope_type": "default"},
+            "rope_theta": 5000000,
+            "use_cache": True,
+            "vocab_size": 640,
+        },
+        "vision_config": {
+            "deepstack_visual_indexes": [0, 2],
+            "depth": 4,
+            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_size": 32,
+            "in_channels": 3,
+            "initializer_range": 0.02,
+            "intermediate_size": 64,
+            "model_type": "qwen3_vl",
+            "num_heads": 2,
+            "num_position_embeddings": 16,
+            "out_hidden_size": 64,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+    }
+
+
+def _make_tiny_qwen3_vl(out_dir: str, seed: int, max_shard_size: str) -> str:
+    from huggingface_hub import save_torch_state_dict
+    from tokenizers import AddedToken
+    from transformers import AutoConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_VISION_TOKENS], special_tokens=True)
+    ids = dict(zip(SPECIAL_TOKENS + QWEN_VISION_TOKENS, tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS + QWEN_VISION_TOKENS))))
+    raw = tiny_qwen3_vl_config(ids)
+    if len(tokenizer) > raw["text_config"]["vocab_size"]:
+        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, too many for vocab_size {raw['text_config']['vocab_size']}")
+    os.makedirs(out_dir, exist_ok=True)
+    _write_json(out_dir, "config.json", raw)
+    config = AutoConfig.from_pretrained(out_dir)  # read back as transformers reads the published file
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):  # construction's random init must not move the caller's RNG
+        model = Qwen3VLForConditionalGeneration(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # every weight from the local generator: matrices, norms 1, biases 0
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.08, generator=gen)
+            elif "norm" in name:
+                param.fill_(1.0)
+            else:
+                param.zero_()
+    save_torch_state_dict({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir, max_shard_size=max_shard_size)
+    _write_tokenizer(tokenizer, out_dir)
+    bos, eos = raw["text_config"]["bos_token_id"], raw["text_config"]["eos_token_id"]
+    _write_json(out_dir, "generation_config.json", {"bos_token_id": bos, "eos_token_id": [eos, bos], "pad_token_id": bos, "do_sample": False})
+    _write_json(out_dir, "preprocessor_config.json", {
+        "size": {"shortest_edge": 64 * 64, "longest_edge": 128 * 128}, "patch_size": 16, "temporal_patch_size": 2,
+        "merge_size": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "image_processor_type": "Qwen2VLImageProcessorFast", "processor_class": "Qwen3VLProcessor",
+    })  # fmt: skip
+    _write_json(out_dir, "chat_template.json", {"chat_template": QWEN_CHAT_TEMPLATE})
+    return out_dir
+
+
 def make_tiny_siglip(
     out_dir: str, layout: str = "siglip", width: int = 32, heads: int = 2, head: bool = True, seed: int = 0
 ) -> str:
@@ -438,7 +538,7 @@ def add_make_tiny_arguments(parser) -> None:
     parser.add_argument(
         "--kind", choices=KINDS, default="onevision",
         help="OneVision (one_token, bilinear), LLaVA-Video (grid, average), OneVision in transformers' llava-hf layout, "
-        "or Qwen2.5-VL in Qwen's published layout",
+        "or Qwen2.5-VL / Qwen3-VL in Qwen's published layout",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
 
