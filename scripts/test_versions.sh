@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 VERSIONS=${VERSIONS:-"5.17.0 5.23.0 5.25.0"}
 TESTS=(tests/test_environment.py tests/test_model.py tests/test_hf_host.py tests/test_dycoke.py
-       tests/test_pdrop.py tests/test_apply.py)
+       tests/test_pdrop.py tests/test_apply.py tests/test_qwen*.py)
 [ -x "$VENV/bin/python" ] || bash scripts/install.sh
 base_site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 torch_pin=$("$VENV/bin/python" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])')

@@ -188,8 +188,8 @@ def test_cuda_without_cuda_is_one_line():
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("[]", "expected a JSON object, got list"),
-        ("null", "expected a JSON object, got NoneType"),
+        ("[]", "expected a JSON object, got an array"),
+        ("null", "expected a JSON object, got null"),
         ('{"results": 5}', "`results` must map task names to objects"),
         ('{"results": {"videomme": 3}}', "`results` must map task names to objects"),
         ('{"results": {}, "config": []}', "`config` must be an object"),

@@ -289,7 +289,8 @@ def read_json_object(path: str, what: str) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} {path}: not valid JSON (truncated?): {exc}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{what} {path}: expected a JSON object, got {type(value).__name__}")
+        kinds = {list: "an array", type(None): "null", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        raise ValueError(f"{what} {path}: expected a JSON object, got {kinds.get(type(value), type(value).__name__)}")
     return value
 
 
