@@ -306,3 +306,23 @@ def test_forward_output_follows_the_transformers_convention(ov_model):
     with torch.no_grad():
         by_keyword = model.generate(input_ids=ids, images=[random_frames(1)], modalities=["video"], max_new_tokens=2, do_sample=False)
     assert by_keyword.shape[0] == 1
+
+
+def test_an_install_that_fails_half_way_leaves_the_model_as_it_was(tiny_ov, monkeypatch):
+    """HoliTom installs its vision probe and compressor before its inner-LLM hooks: when the latter fail, the
+    former must go too (the model stays vanilla, hook for hook)."""
+    import holitom.patch.qwen2 as qwen2
+    from holitom.methods import installed
+
+    _, model, _, _ = load(tiny_ov)
+    modules = list(model.modules())
+    hooks = [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in modules]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("inner hooks failed")
+
+    monkeypatch.setattr(qwen2.InnerReduction, "__init__", fail)
+    with pytest.raises(RuntimeError, match="inner hooks failed"):
+        holitom.apply_method(model, "holitom", retain_ratio=0.25, merge_layer=2, merge_ratio=0.5)
+    assert [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in modules] == hooks
+    assert installed(model) is None and "video_token_compressor" not in model.__dict__

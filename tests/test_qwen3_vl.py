@@ -1,12 +1,15 @@
 """The methods on transformers' dense Qwen3-VL (`Qwen3VLForConditionalGeneration`), on a tiny random checkpoint in
 Qwen's published layout (`holitom make-tiny --kind qwen3-vl`).
 
-The proofs: identity settings give the unmodified model's logits and `remove` gives it back bit for bit; the
+The proofs: identity settings (outer and inner) give the unmodified model's logits and `remove` gives it back bit
+for bit; the
 prompt with a `<t seconds>` timestamp and a vision start/end pair per temporal patch is written by hand, and after
 compression every temporal patch's run holds exactly its kept tokens, its timestamp stays (also when all its
 tokens merged away), and every token keeps the M-RoPE position it has in the UNREDUCED prompt (checked by hand);
 the deepstack rows the text model gets are the same keep / mean / β-merge of the unreduced rows as the tokens;
-generation equals a manual prefill + decode loop; methods that cannot run are refused in one line.
+generation equals a manual prefill + decode loop (inner cuts included); the decoder scoring of the inner cuts is
+the attention row transformers computes (q_norm / k_norm before RoPE); an inner cut gathers the survivors' cos/sin
+rows; methods that cannot run, and cuts before the deepstack layers end, are refused in one line.
 """
 
 from __future__ import annotations
@@ -142,13 +145,23 @@ def test_make_tiny_writes_qwen3s_published_layout_loadable_by_from_pretrained(ti
 
 # ---------------------------------------------------------------------------------------------- identity, remove
 
+# inner cuts at layers ≥ D = 2 (the tiny model's deepstack adds after decoder layers 0 and 1 of 4)
 IDENTITY = [
     ("vanilla", {}),
     ("holitom", {"retain_ratio": 1.0, "max_window_size": 1, "merge_layer": None}),
+    ("holitom", {"retain_ratio": 1.0, "max_window_size": 1, "merge_layer": 2, "merge_ratio": 0.0}),
+    ("fastv", {"fastv_layer": 2, "fastv_keep": 1.0}),
+    ("pdrop", {"pdrop_layers": (2, 3), "pdrop_lambda": 1.0}),
 ]
 REDUCING = [
     ("holitom", {"retain_ratio": 0.25, "merge_layer": None, "contextual_share": 0.3}),
     ("holitom", {"retain_ratio": 0.25, "merge_layer": None, "reference_compat": True}),
+]
+INNER = [
+    ("holitom", {"retain_ratio": 0.5, "merge_layer": 2, "merge_ratio": 0.5, "contextual_share": 0.3}),
+    ("holitom", {"retain_ratio": 0.5, "merge_layer": 3, "merge_ratio": 0.5, "reference_compat": True}),
+    ("fastv", {"fastv_layer": 2, "fastv_keep": 0.25}),
+    ("pdrop", {"pdrop_layers": (2, 3), "pdrop_lambda": 0.5}),
 ]
 
 
@@ -169,10 +182,11 @@ def test_identity_settings_give_the_unmodified_logits_and_remove_restores_them_b
             assert same.shape == vanilla.shape, name
             assert (same - vanilla).abs().max() <= 1e-5, name
             assert holitom.stats(model).visual_after == holitom.stats(model).visual_tokens == 4 * N
+            assert all(s["visual_kept"] == s["visual_in"] == 4 * N for s in holitom.stats(model).stages), name
             holitom.remove(model)
             assert hooks() == before and "generate" not in model.__dict__
             assert torch.equal(model(**inputs).logits, vanilla), name
-        for name, settings in REDUCING:
+        for name, settings in REDUCING + INNER:
             holitom.apply_method(model, name, **settings)
             model(**inputs)
             assert holitom.stats(model).visual_after < 4 * N, name
@@ -369,10 +383,134 @@ def test_merge_plan_reproduces_the_tokens_and_keeps_kept_rows_bit_exact():
         compress_video_with_info(features[:, :9], scores[:, :9], config, newline=torch.zeros(8), with_plan=True)
 
 
+# ---------------------------------------------------------------------------------------------- inner cuts
+
+
+def eager_qwen3(tiny_dir: str):
+    """The tiny checkpoint with eager attention (it returns the attention weights) and random per-head q/k norm
+    weights: with the checkpoint's all-ones weights RMSNorm commutes with RoPE (a rotation keeps the head's norm),
+    so only non-uniform weights make the order norm → RoPE observable."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_dir, dtype=torch.float32, attn_implementation="eager")
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=gen) * 1.5)
+    return model.eval()
+
+
+def decoder_attention(model, inputs) -> tuple[dict[int, tuple[torch.Tensor, dict]], tuple[torch.Tensor, ...]]:
+    """Every decoder layer's input (hidden states, call arguments) and transformers' own attention weights."""
+    layers = model.model.language_model.layers
+    captured: dict[int, tuple[torch.Tensor, dict]] = {}
+
+    def keep(index):
+        def hook(module, args, kwargs):
+            captured[index] = (args[0] if args else kwargs["hidden_states"], dict(kwargs))
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(keep(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            attentions = model(**inputs, output_attentions=True).attentions
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(attentions) == len(layers)
+    return captured, attentions
+
+
+def test_decoder_scores_equal_transformers_attention_row_with_q_k_norms(tiny_qwen3, qwen3):
+    from holitom.patch.qwen2 import last_token_scores
+
+    tokenizer, _ = qwen3
+    model = eager_qwen3(tiny_qwen3)
+    inputs = inputs_for(tokenizer, model, half_moving(), tiny_qwen3)
+    ids = inputs["input_ids"][0]
+    visual = (ids == model.config.video_token_id).nonzero().flatten()
+    last = ids.numel() - 1
+    captured, attentions = decoder_attention(model, inputs)
+    for index, layer in enumerate(model.model.language_model.layers):
+        hidden, kwargs = captured[index]
+        assert kwargs["position_embeddings"][0].dim() == 3  # Qwen3-VL's interleaved M-RoPE, (B, L, head_dim)
+        scores = last_token_scores(layer, hidden, kwargs, last, visual)
+        expected = attentions[index][0, :, last, visual].mean(dim=0)  # the last prompt row, mean over heads
+        assert scores.shape == (4 * N,) and scores.dtype == torch.float32
+        assert (scores - expected).abs().max() <= 1e-5, index
+
+
+def test_decoder_scores_without_the_q_k_norms_or_after_rope_are_not_the_attention(tiny_qwen3, qwen3):
+    """The test above can fail: the same scoring without the norms (a Qwen2 attention), or with them after RoPE,
+    is far from transformers' row."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import rotate_half
+
+    from holitom.attention import last_query_attention
+    from holitom.patch.qwen2 import last_token_scores
+
+    tokenizer, _ = qwen3
+    model = eager_qwen3(tiny_qwen3)
+    inputs = inputs_for(tokenizer, model, half_moving(), tiny_qwen3)
+    ids = inputs["input_ids"][0]
+    visual = (ids == model.config.video_token_id).nonzero().flatten()
+    last = ids.numel() - 1
+    captured, attentions = decoder_attention(model, inputs)
+    for index, layer in enumerate(model.model.language_model.layers):
+        hidden, kwargs = captured[index]
+        attn = layer.self_attn
+        expected = attentions[index][0, :, last, visual].mean(dim=0)
+        plain = SimpleNamespace(  # the same layer's attention without q_norm / k_norm
+            input_layernorm=layer.input_layernorm,
+            self_attn=SimpleNamespace(
+                q_proj=attn.q_proj, k_proj=attn.k_proj, config=attn.config, head_dim=attn.head_dim, scaling=attn.scaling
+            ),
+        )
+        assert (last_token_scores(plain, hidden, kwargs, last, visual) - expected).abs().max() > 1e-3, index
+        # the norms behind RoPE: (1, L, heads, head_dim) rows, rotated, then normalised per head
+        with torch.no_grad():
+            cos, sin = (e[:, : last + 1, None] for e in kwargs["position_embeddings"])
+            x = layer.input_layernorm(hidden[:1, : last + 1])
+            q = attn.q_proj(x).view(1, last + 1, -1, attn.head_dim)
+            k = attn.k_proj(x).view(1, last + 1, -1, attn.head_dim)
+            q = attn.q_norm(q * cos + rotate_half(q) * sin)[:, -1]  # (1, heads, head_dim): the last row
+            k = attn.k_norm(k * cos + rotate_half(k) * sin).transpose(1, 2)
+            late = last_query_attention(q, k, attn.scaling)[0, visual]
+        assert (late - expected).abs().max() > 1e-3, index
+
+
+def test_inner_cut_gathers_the_survivors_cos_sin_rows(qwen3, tiny_qwen3):
+    tokenizer, model = qwen3
+    inputs = inputs_for(tokenizer, model, frames_of(8), tiny_qwen3)
+    holitom.apply_method(model, "holitom", retain_ratio=0.5, merge_layer=2, merge_ratio=0.5)
+    layers = model.model.language_model.layers
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(index):
+        return lambda module, args, kwargs: seen.__setitem__(index, kwargs["position_embeddings"])
+
+    handles = [layers[i].register_forward_pre_hook(keep(i), with_kwargs=True) for i in (0, 2, 3)]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    survivors = holitom.hosts.host_for(model).sequence.survivors
+    stage = holitom.stats(model).stages[0]
+    assert stage["layer"] == 2 and stage["visual_kept"] == round(stage["visual_in"] * (1 - 0.5)) < stage["visual_in"]
+    assert survivors.numel() == seen[0][0].shape[1] - (stage["visual_in"] - stage["visual_kept"])
+    for full, cut, after in zip(seen[0], seen[2], seen[3]):
+        assert torch.equal(cut, full[:, survivors]) and after is cut
+
+
 # ---------------------------------------------------------------------------------------------- generation
 
 
-@pytest.mark.parametrize(("name", "settings"), REDUCING + [("vanilla", {})], ids=lambda v: str(v))
+@pytest.mark.parametrize(("name", "settings"), REDUCING + INNER + [("vanilla", {})], ids=lambda v: str(v))
 def test_generate_equals_a_manual_prefill_and_decode_loop(qwen3, tiny_qwen3, name, settings):
     tokenizer, model = qwen3
     inputs = inputs_for(tokenizer, model, frames_of(8, seed=3), tiny_qwen3)
@@ -400,8 +538,11 @@ def test_generate_equals_a_manual_prefill_and_decode_loop(qwen3, tiny_qwen3, nam
     full, _ = model.model.get_rope_index(prompt, mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"])
     decode = generated[1]["position_ids"]
     assert decode.shape[-1] == 1 and decode[-3:].flatten().tolist() == [int(full.max()) + 1] * 3
-    if name != "vanilla":
-        assert holitom.stats(model).visual_tokens < 4 * N
+    stats = holitom.stats(model)
+    if name == "holitom":
+        assert stats.visual_tokens < 4 * N
+    if (name, settings) in INNER:  # the manual loop's prefill cut as generate's did
+        assert stats.stages and all(s["visual_kept"] < s["visual_in"] for s in stats.stages)
 
 
 def test_token_counts_per_temporal_patch(qwen3, tiny_qwen3):
@@ -465,15 +606,17 @@ def test_methods_that_cannot_run_are_refused_in_one_line(qwen3, tiny_qwen3):
         assert "\n" not in text
         return text
 
+    # a cut before decoder layer D = 2: deepstack map 1 is still to be added after layer 1, on the full-length mask
     for name, settings in [
-        ("holitom", {"retain_ratio": 0.5, "merge_layer": 2}),
-        ("fastv", {"fastv_layer": 2, "fastv_keep": 0.5}),
+        ("holitom", {"retain_ratio": 0.5, "merge_layer": 1}),
+        ("fastv", {"fastv_layer": 1, "fastv_keep": 0.5}),
         ("pdrop", {"pdrop_layers": (1, 2, 3), "pdrop_lambda": 0.5}),
     ]:
         holitom.apply_method(model, name, **settings)
-        with pytest.raises(ValueError, match="inner-LLM token cuts are not supported on Qwen3-VL") as error, torch.no_grad():
+        refusal = f"^{name}: a cut at decoder layer 1 comes before Qwen3-VL's deepstack"
+        with pytest.raises(ValueError, match=refusal) as error, torch.no_grad():
             model(**inputs)
-        one_line(error)
+        assert "D = 2" in one_line(error) and "cut at layer 2 or later" in one_line(error)
         holitom.remove(model)
     holitom.apply_method(model, "visionzip", retain_ratio=0.5)
     with pytest.raises(ValueError, match="no merge weights for Qwen3-VL's deepstack") as error, torch.no_grad():

@@ -17,8 +17,11 @@ Qwen3-VL adds:
   refused (its merges could not be applied to the deepstack rows).
 - Scores. The tower has full attention in every block: the probe is the Qwen2.5-VL one on the last block, per
   temporal patch, without a window order.
-- Inner-LLM cuts (HoliTom's merge at K, FastV, PDrop) are refused in one line: Qwen3's decoder attention
-  normalises q and k per head (q_norm / k_norm), which the decoder scoring of `holitom.patch.qwen2` does not apply.
+- Inner-LLM cuts (HoliTom's merge at K, FastV, PDrop): `holitom.patch.qwen2`'s hooks, scoring with the decoder
+  attention's own per-head q_norm / k_norm, the survivors keeping their gathered M-RoPE rows. The text model adds
+  deepstack map ℓ after decoder layer ℓ < D = len(indexes) through `visual_pos_masks`, a full-length mask local to
+  its forward that no hook can shorten: a cut before layer D would meet a mask and rows for tokens it removed, so
+  such a cut is refused in one line at the first forward (scoring in layer D − 1 is fine: it only reads).
 """
 
 from __future__ import annotations
@@ -141,11 +144,16 @@ class Qwen3SequenceTracker(QwenSequenceTracker):
         from holitom.patch.qwen2 import InnerReduction
 
         installation = self.host.method_slot.get("installation")
-        if installation is not None and any(isinstance(part, InnerReduction) for part in installation.parts):
-            raise ValueError(
-                f"{installation.name}: inner-LLM token cuts are not supported on Qwen3-VL (its decoder normalises q "
-                "and k per head, which the decoder scoring does not apply); use settings without an inner stage"
-            )
+        deepstack = self.host.deepstack_layers
+        parts = installation.parts if installation is not None else []
+        for part in (part for part in parts if isinstance(part, InnerReduction)):
+            early = [stage.layer for stage in part.stages if stage.layer < deepstack]
+            if early:
+                raise ValueError(
+                    f"{installation.name}: a cut at decoder layer {early[0]} comes before Qwen3-VL's deepstack "
+                    f"features are all added (after layers 0..{deepstack - 1}, D = {deepstack}, on the full-length "
+                    f"visual positions); cut at layer {deepstack} or later"
+                )
         return super()._before(model, args, kwargs)
 
     def _text_model(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]):

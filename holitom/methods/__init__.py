@@ -136,17 +136,21 @@ def install(model: Any, method: Method, config: Any) -> Any:
     method.check_model(config, context["num_layers"], context["layout"])
     if method.name != "vanilla":  # the host's own hooks only track the sequence: no weights involved
         _check_not_offloaded(model)
+    from holitom.methods.installation import PENDING, Installation
+
     attached = host.attach()  # e.g. the hooks that keep a transformers model's sequence state (token counts)
     try:
         if method.name == "vanilla":  # nothing of a method: the host's own part only
-            from holitom.methods.installation import Installation
-
             installation = Installation(method, config, host)
         else:
             installation = method.install(host, config)
     except BaseException:
+        half_done = slot.pop(PENDING, None)  # hooks and compressor added before the failure
+        if half_done is not None:
+            half_done.remove()
         attached.remove()
         raise
+    slot.pop(PENDING, None)
     installation.add(attached)
     slot["installation"] = installation
     return model

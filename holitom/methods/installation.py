@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+PENDING = "pending_installation"
+
 
 class Installation:
     """One method installed on one host. Parts are objects with `remove()` (and optionally `stats()`);
@@ -15,6 +17,8 @@ class Installation:
         self.compressor: Any = None
         self._outer: list[dict[str, Any]] = []
         self._outer_sequence: Any = None
+        # Until the install has finished: if it raises half-way, `methods.install` removes what was added.
+        host.method_slot[PENDING] = self
 
     @property
     def name(self) -> str:

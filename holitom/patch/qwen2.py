@@ -3,8 +3,8 @@
 A reduction is a list of stages. Stage s cuts the visual tokens before decoder layer `layer_s`, scored by
 the attention the last prompt token pays them in decoder layer `score_layer_s` (`layer_s − 1` for FastV and
 HoliTom, `layer_s` itself for PDrop): q for that one position and k for the prefix are recomputed from the
-score layer's input with its own norm, projections and RoPE, grouped-query aware. sdpa keeps running; no
-attention matrix is materialised.
+score layer's input with its own norm, projections, per-head q/k norms where it has them (Qwen3) and RoPE,
+grouped-query aware. sdpa keeps running; no attention matrix is materialised.
 
 Forward pre-hooks, installed per instance on the layers from the first score layer on:
 - prefill (the first multi-token LM pass of a sequence with visual tokens): score at the score layers;
@@ -20,6 +20,9 @@ cos/sin, so on an M-RoPE host (Qwen2.5-VL) every survivor keeps its own (t, h, w
 (PDrop; on "sequential" hosts only, M-RoPE hosts keep the positions) numbers the survivors 0..L'−1 after each
 cut, and a later pass's tokens enter the layers of stage s at their position minus the tokens dropped before it,
 so in every layer a new token's position is that layer's cache length.
+
+A host that adds features to the visual positions after its first D decoder layers (Qwen3-VL's deepstack, by a
+boolean mask over the full-length sequence) takes cuts at layers ≥ D only; it refuses the others itself.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def last_token_scores(
 
     hidden (B, L, d) the layer's input; kwargs the layer's call arguments (position_embeddings, attention
     mask); visual (n,) positions in this sequence. Returns (n,) float32: softmax over keys 0..query_at,
-    averaged over query heads.
+    averaged over query heads. q and k are made as the layer's attention makes them: projection, its per-head
+    `q_norm` / `k_norm` when it has them (Qwen3), then RoPE.
     """
     attn = layer.self_attn
     cfg = attn.config
@@ -122,8 +126,13 @@ def last_token_scores(
             "expected (batch, length, head_dim) cos/sin"
         )
     cos, sin = cos[:, : query_at + 1].to(device), sin[:, : query_at + 1].to(device)
-    q = attn.q_proj(x[:, -1:]).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(x).view(1, query_at + 1, cfg.num_key_value_heads, attn.head_dim).transpose(1, 2)
+    q = attn.q_proj(x[:, -1:]).view(1, 1, cfg.num_attention_heads, attn.head_dim)
+    k = attn.k_proj(x).view(1, query_at + 1, cfg.num_key_value_heads, attn.head_dim)
+    # Qwen3's attention normalises every head's q and k (over head_dim) before RoPE; Qwen2's has no such norms
+    q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    if q_norm is not None and k_norm is not None:
+        q, k = q_norm(q), k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
     q = _rope(q, cos[:, -1:], sin[:, -1:])[:, :, 0]
     k = _rope(k, cos, sin)
     mask = kwargs.get("attention_mask")
