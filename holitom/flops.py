@@ -6,9 +6,11 @@ text, no newline tokens, no vision encoder). Which layers see how many tokens is
 (`Method.schedule` in `holitom.methods`): e.g. HoliTom at ρ counts n = F·ceil(N·ρ) in layers 0..K−1 and
 n − round(n·r) from its merge layer K on.
 
-Qwen2.5-VL (`QWEN_SHAPES`): a "frame" of the count is a temporal patch (two video frames) and its tokens follow from
-the resolution, (H'/28)·(W'/28) with (H', W') = smart_resize(H, W) within the video processor's pixel bounds; so
-32 frames at 448×448 count 16 temporal patches × 16·16 = 256 tokens.
+Qwen2.5-VL / Qwen3-VL (`QWEN_SHAPES`): a "frame" of the count is a temporal patch (two video frames) and its tokens
+follow from the resolution, (H'/28)·(W'/28) with (H', W') = smart_resize(H, W) within the video processor's pixel
+bounds (Qwen3-VL: /32, the bounds on the whole video); so 32 frames at 448×448 count 16 temporal patches × 16·16 =
+256 tokens on Qwen2.5-VL, 16 × 14·14 on Qwen3-VL. Where head_dim is not hidden/heads (Qwen3-VL-4B, 32B: 128) the
+attention terms use the real width heads·head_dim in place of d (`layer_flops`); elsewhere the count is the paper's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class FlopsResult:
     tflops: float
     vanilla_tflops: float
     percent_of_vanilla: float
-    video: str | None = None  # Qwen2.5-VL: the video behind the count ("32 frames of 448×448 px → ...")
+    video: str | None = None  # Qwen-VL: the video behind the count ("32 frames of 448×448 px → ...")
 
     @property
     def n_visual_in(self) -> int:
@@ -89,9 +91,14 @@ def format_flops(flops: float) -> str:
 # ---------------------------------------------------------------------------------------------- formulas
 
 
-def layer_flops(n: int, d: int, m: int) -> int:
-    """FLOPs of one decoder layer over n tokens: 4nd² + 2n²d + 2ndm (exact integer)."""
-    return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
+def layer_flops(n: int, d: int, m: int, q_width: int | None = None, kv_width: int | None = None) -> int:
+    """FLOPs of one decoder layer over n tokens, exact integer: the paper's 4nd² + 2n²d + 2ndm when the attention
+    is d wide. In general q and o are q_width = heads·head_dim wide, k and v kv_width (default q_width: the paper
+    counts k/v as wide as q, not discounting grouped-query attention): nd·q (q) + 2nd·kv (k, v) + nd·q (o) +
+    2n²·q (scores, values) + 2ndm (FFN)."""
+    q = d if q_width is None else q_width
+    kv = q if kv_width is None else kv_width
+    return 2 * n * d * (q + kv) + 2 * n * n * q + 2 * n * d * m
 
 
 def schedule_flops(shape: ModelShape, schedule: Schedule) -> float:
@@ -103,7 +110,7 @@ def schedule_flops(shape: ModelShape, schedule: Schedule) -> float:
         check_int("visual tokens", n, 0)
         if not start <= nxt[0] <= shape.num_layers:
             raise ValueError(f"schedule={schedule!r}: layers must increase within 0..{shape.num_layers}")
-        total += (nxt[0] - start) * layer_flops(n, shape.hidden, shape.ffn)
+        total += (nxt[0] - start) * layer_flops(n, shape.hidden, shape.ffn, shape.attention_width())
     return float(total)
 
 
@@ -145,7 +152,7 @@ def method_flops(
     """Prefill FLOPs of a registered method with its settings (by name, as `holitom.apply_method` takes
     them), as the paper counts them. Settings not given take the paper's values on a model of the paper's
     tables (`Method.presets`: e.g. FastV K=2 keep 0.2, ρ=0.15 on OV-72B / LLaVA-Video-7B), else the method's
-    defaults; a layer beyond the model's depth is an error. A Qwen2.5-VL shape name (`QWEN_SHAPES`) counts a
+    defaults; a layer beyond the model's depth is an error. A Qwen-VL shape name (`QWEN_SHAPES`) counts a
     video of `frames` frames (default 32) of height×width px (default 448×448) in temporal patches; the paper has
     no Qwen cells, so its settings not given are the method's defaults."""
     video = None
@@ -247,8 +254,8 @@ def add_flops_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help=f"published shape ({', '.join([*SHAPES, *QWEN_SHAPES])}) or a path to a llava config.json / model directory",
     )
     parser.add_argument("--frames", type=int, default=None, help="frames (default: 32 OV and Qwen, 64 LLaVA-Video)")
-    parser.add_argument("--height", type=int, default=None, help=f"Qwen2.5-VL: frame height in px (default {QWEN_DEFAULT_SIDE})")
-    parser.add_argument("--width", type=int, default=None, help=f"Qwen2.5-VL: frame width in px (default {QWEN_DEFAULT_SIDE})")
+    parser.add_argument("--height", type=int, default=None, help=f"Qwen-VL: frame height in px (default {QWEN_DEFAULT_SIDE})")
+    parser.add_argument("--width", type=int, default=None, help=f"Qwen-VL: frame width in px (default {QWEN_DEFAULT_SIDE})")
     add_method_arguments(parser, default="holitom")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a one-line summary")
     parser.add_argument("--paper", action="store_true", help="every TFLOPs cell of the paper's tables, recomputed")

@@ -44,6 +44,14 @@ class ModelShape:
     tied: bool = False
     hub_id: str | None = None
     paper_name: str | None = None
+    head_dim: int | None = None  # None: hidden/heads (the paper's models); Qwen3-4B/32B: 128 ≠ hidden/heads
+
+    def attention_width(self) -> int:
+        """The width of q (and of the attention output before o_proj): heads·head_dim; `hidden` when head_dim
+        is hidden/heads, as the paper's formula assumes."""
+        if self.head_dim is None or self.heads is None:
+            return self.hidden
+        return self.heads * self.head_dim
 
 
 SHAPES: dict[str, ModelShape] = {
@@ -222,19 +230,25 @@ def shape_of_paper_model(paper_name: str) -> str | None:
     return next((name for name, shape in SHAPES.items() if shape.paper_name == paper_name), None)
 
 
-# ---------------------------------------------------------------------------------------------- Qwen2.5-VL
-# A separate table: a Qwen2.5-VL video's token count is not a constant per frame but follows from its resolution
+# ---------------------------------------------------------------------------------------------- Qwen-VL
+# A separate table: a Qwen-VL video's token count is not a constant per frame but follows from its resolution
 # (smart_resize) and frame count (two frames per temporal patch). From the published config.json files of
 # Qwen/Qwen2.5-VL-{3B,7B,72B}-Instruct; the tower (32 blocks, width 1280, 14-px patches, 2×2 merge, temporal
 # patch 2) is the same in all three, and transformers' video processor bounds each frame to
 # [128·28², 768·28²] pixels.
 QWEN_VIDEO_MIN_PIXELS = 128 * 28 * 28
 QWEN_VIDEO_MAX_PIXELS = 768 * 28 * 28
+# Qwen3-VL's video processor bounds the whole video, t̄·H'·W' px (t̄ the frame count rounded to temporal patches),
+# not each frame; the published checkpoints' video_preprocessor_config.json sets size = [4096, 25165824]
+# (= 768·32²·32; transformers' class default, used only without that file, is [128·32², 768·32²]).
+QWEN3_VIDEO_MIN_PIXELS = 4096
+QWEN3_VIDEO_MAX_PIXELS = 768 * 32 * 32 * 32
 
 
 @dataclass(frozen=True)
 class QwenVLShape:
-    """A published Qwen2.5-VL: its LM sizes (as `ModelShape`) and the vision constants that decide token counts."""
+    """A published Qwen-VL: its LM sizes (as `ModelShape`) and the vision constants that decide token counts.
+    min_pixels/max_pixels: the video processor's bounds, per frame or (per_video, Qwen3-VL) over the whole video."""
 
     name: str
     num_layers: int
@@ -248,13 +262,24 @@ class QwenVLShape:
     patch: int = 14
     merge: int = 2
     temporal: int = 2
+    head_dim: int | None = None
+    min_pixels: int = QWEN_VIDEO_MIN_PIXELS
+    max_pixels: int = QWEN_VIDEO_MAX_PIXELS
+    per_video: bool = False
+    family: str = "qwen2.5-vl"
 
-    def grid(self, frames: int, height: int, width: int, min_pixels: int = QWEN_VIDEO_MIN_PIXELS,
-             max_pixels: int = QWEN_VIDEO_MAX_PIXELS) -> tuple[int, int, int]:  # fmt: skip
+    def grid(self, frames: int, height: int, width: int, min_pixels: int | None = None,
+             max_pixels: int | None = None) -> tuple[int, int, int]:  # fmt: skip
         """The LM token grid (temporal patches, rows, columns) of a video of `frames` frames of height×width px:
-        an odd frame count repeats its last frame; each side resized by `qwen_smart_resize`."""
-        h, w = qwen_smart_resize(height, width, self.patch * self.merge, min_pixels, max_pixels)
+        an odd frame count repeats its last frame; the sides resized by `qwen_smart_resize` (per frame) or
+        `qwen3_smart_resize` (per video), within the given bounds (default: the row's)."""
+        low = self.min_pixels if min_pixels is None else min_pixels
+        high = self.max_pixels if max_pixels is None else max_pixels
         side = self.patch * self.merge
+        if self.per_video:
+            h, w = qwen3_smart_resize(frames, height, width, side, self.temporal, low, high)
+        else:
+            h, w = qwen_smart_resize(height, width, side, low, high)
         return -(-frames // self.temporal), h // side, w // side
 
     def model_shape(self, frames: int, height: int, width: int, **pixels: int) -> ModelShape:
@@ -263,21 +288,24 @@ class QwenVLShape:
         temporal patches × tokens per patch."""
         t, rows, cols = self.grid(frames, height, width, **pixels)
         return ModelShape(
-            self.name, self.num_layers, self.hidden, self.ffn, rows * cols, t, "qwen2.5-vl",
-            self.heads, self.kv_heads, self.vocab, self.tied, self.hub_id,
+            self.name, self.num_layers, self.hidden, self.ffn, rows * cols, t, self.family,
+            self.heads, self.kv_heads, self.vocab, self.tied, self.hub_id, head_dim=self.head_dim,
         )  # fmt: skip
 
 
 def qwen_shape_from_config(config: Any, name: str | None = None) -> QwenVLShape:
-    """A `QwenVLShape` of a transformers Qwen2.5-VL config (its text part and vision constants); the name is the
-    published shape with the same LM sizes, else `name` or "config"."""
+    """A `QwenVLShape` of a transformers Qwen2.5-VL / Qwen3-VL config (its text part and vision constants); the
+    name is the published shape with the same LM sizes, else `name` or "config"."""
     text, vision = language_config(config), config.vision_config
     heads = text.num_attention_heads
+    qwen3 = str(getattr(config, "model_type", "")).startswith("qwen3_vl")
+    head_dim = getattr(text, "head_dim", None) if qwen3 else None
+    bounds = (QWEN3_VIDEO_MIN_PIXELS, QWEN3_VIDEO_MAX_PIXELS) if qwen3 else (QWEN_VIDEO_MIN_PIXELS, QWEN_VIDEO_MAX_PIXELS)
     return QwenVLShape(
         match_shape(text, "no_token") or name or "config", text.num_hidden_layers, text.hidden_size,
         text.intermediate_size, heads, getattr(text, "num_key_value_heads", None) or heads, text.vocab_size,
         bool(getattr(config, "tie_word_embeddings", False)), name or "", vision.patch_size, vision.spatial_merge_size,
-        vision.temporal_patch_size,
+        vision.temporal_patch_size, head_dim, *bounds, qwen3, "qwen3-vl" if qwen3 else "qwen2.5-vl",
     )  # fmt: skip
 
 
@@ -287,11 +315,18 @@ QWEN_SHAPES: dict[str, QwenVLShape] = {
     "qwen2.5-vl-72b": QwenVLShape("qwen2.5-vl-72b", 80, 8192, 29568, 64, 8, 152064, False, "Qwen/Qwen2.5-VL-72B-Instruct"),
     # Qwen3-VL (dense): text_config of the published config.json of Qwen/Qwen3-VL-{2B,4B,8B,32B}-Instruct (the LM
     # sizes of Qwen3-1.7B/4B/8B/32B; head_dim 128 in all four, so q/o are heads·128 wide, not `hidden`, on 4B and
-    # 32B); vision: 16-px patches, 2×2 merge, temporal patch 2 (depth 24 width 1024 on 2B/4B, 27 × 1152 on 8B/32B).
-    "qwen3-vl-2b": QwenVLShape("qwen3-vl-2b", 28, 2048, 6144, 16, 8, 151936, True, "Qwen/Qwen3-VL-2B-Instruct", 16),
-    "qwen3-vl-4b": QwenVLShape("qwen3-vl-4b", 36, 2560, 9728, 32, 8, 151936, True, "Qwen/Qwen3-VL-4B-Instruct", 16),
-    "qwen3-vl-8b": QwenVLShape("qwen3-vl-8b", 36, 4096, 12288, 32, 8, 151936, False, "Qwen/Qwen3-VL-8B-Instruct", 16),
-    "qwen3-vl-32b": QwenVLShape("qwen3-vl-32b", 64, 5120, 25600, 64, 8, 151936, False, "Qwen/Qwen3-VL-32B-Instruct", 16),
+    # 32B); vision: 16-px patches, 2×2 merge, temporal patch 2 (depth 24 width 1024 on 2B/4B, 27 × 1152 on 8B/32B),
+    # the video bounded as a whole (QWEN3_VIDEO_*_PIXELS).
+    **{
+        name: QwenVLShape(name, layers, hidden, ffn, heads, 8, 151936, tied, hub, 16, 2, 2, 128,
+                          QWEN3_VIDEO_MIN_PIXELS, QWEN3_VIDEO_MAX_PIXELS, True, "qwen3-vl")
+        for name, layers, hidden, ffn, heads, tied, hub in (
+            ("qwen3-vl-2b", 28, 2048, 6144, 16, True, "Qwen/Qwen3-VL-2B-Instruct"),
+            ("qwen3-vl-4b", 36, 2560, 9728, 32, True, "Qwen/Qwen3-VL-4B-Instruct"),
+            ("qwen3-vl-8b", 36, 4096, 12288, 32, False, "Qwen/Qwen3-VL-8B-Instruct"),
+            ("qwen3-vl-32b", 64, 5120, 25600, 64, False, "Qwen/Qwen3-VL-32B-Instruct"),
+        )
+    },
 }  # fmt: skip
 
 
@@ -309,5 +344,33 @@ def qwen_smart_resize(
         w_bar = max(factor, math.floor(width / beta / factor) * factor)
     elif h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def qwen3_smart_resize(
+    frames: int, height: int, width: int, factor: int = 32, temporal: int = 2,
+    min_pixels: int = QWEN3_VIDEO_MIN_PIXELS, max_pixels: int = QWEN3_VIDEO_MAX_PIXELS,
+) -> tuple[int, int]:  # fmt: skip
+    """Qwen3-VL's video resize rule (its video processor's): sides below `factor` scaled up first, then both sides
+    multiples of `factor` with t̄·H'·W' within [min_pixels, max_pixels], t̄ = round(frames/temporal)·temporal
+    (Python's rounding, as the processor's). (frames, height, width) → (H', W')."""
+    if frames < temporal:
+        raise ValueError(f"a {frames}-frame video is shorter than one temporal patch ({temporal} frames)")
+    if min(height, width) < 1:
+        raise ValueError(f"a {height}×{width} frame cannot be resized: sides must be ≥ 1 px")
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"a {height}×{width} frame cannot be resized: aspect ratio must be ≤ 200")
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    t_bar = round(frames / temporal) * temporal
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt(frames * height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (frames * height * width))
         h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
     return h_bar, w_bar

@@ -78,3 +78,30 @@ def test_the_ablation_runs_in_table_1s_mode_around_table_1s_point():
 
     base = next(run for run in runs if run.name == "holitom_tau0.65")
     assert config(base.model_args) == config(table1["holitom_rho0.10"].model_args)
+
+
+def test_the_qwen3_vl_config_runs_fit_qwen3_vl_8b():
+    """configs/qwen3_vl_8b.yaml: no paper table; every run's settings resolve on a Qwen3-VL-8B config (36 layers,
+    deepstack after 3) to the method's defaults where not given, and its smoke section uses the tiny Qwen3-VL."""
+    from transformers import Qwen3VLConfig
+
+    from holitom import methods
+
+    config = load_config(REPO / "configs" / "qwen3_vl_8b.yaml")
+    assert config.get("paper_table") is None
+    runs = build_plan(config).runs
+    assert [run.name for run in runs][:1] == ["vanilla"] and len(runs) == 7
+    text = {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "head_dim": 128}  # fmt: skip
+    qwen3 = Qwen3VLConfig(text_config=text, vision_config={"depth": 2, "deepstack_visual_indexes": [0]})
+    for run in runs:
+        assert run.error is None and run.model_args["pretrained"] == "Qwen/Qwen3-VL-8B-Instruct"
+        args = {k: v for k, v in run.model_args.items() if k in ("retain_ratio", "merge_layer", "merge_ratio")}
+        settings = methods.config_for(run.model_args["method"], args, qwen3)
+        if run.name.startswith("holitom_rho"):
+            assert (settings.merge_layer, settings.merge_ratio, settings.tau) == (18, 0.5, 0.8)
+        elif run.name.startswith("holitom_wo_m"):
+            assert settings.merge_layer is None
+    smoke = build_plan(config, smoke=True)
+    assert smoke.model_kind == "qwen3-vl" and [run.name for run in smoke.runs] == [
+        "vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25"]

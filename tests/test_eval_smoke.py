@@ -192,3 +192,27 @@ def test_qwen2_5_vl_smoke_sweep_runs_end_to_end(tmp_path):
         assert b["visual_kept"] == round(b["visual_tokens"] * 0.5)  # r=0.5: keep round(n·(1−r))
     run = json.loads((tmp_path / "out" / "holitom_rho0.25" / "holitom_run.json").read_text())
     assert run["paper_flops"]["schedule"] == [[0, 4], [2, 2]] and run["shape"]["tokens_per_frame"] == 6
+
+
+def test_qwen3_vl_smoke_sweep_runs_end_to_end(tmp_path):
+    """`bash scripts/eval_qwen3_vl.sh --smoke`: the tiny Qwen3-VL through real lmms-eval on CPU. 4 frames of the 96×64
+    smoke videos, bounded as a whole to [64², 128²] px (the tiny checkpoint's size): 4·64·96 > 128², β = √1.5 →
+    32×64 per frame, 2 temporal patches of 1×2 tokens, each with its timestamp."""
+    full = {k: v for k, v in os.environ.items() if k not in ("GPUS", "RUNS", "MODEL", "TASKS", "SMOKE")}
+    full.update({"PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "FRAMES": "4", "LIMIT": "1"})
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "eval_qwen3_vl.sh"), "--smoke", "--no-tables"],
+        env=full, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "sweep qwen3_vl_8b: 3 done, 0 skipped, 0 failed" in proc.stdout
+    vanilla, wo_m, merged = (_records(tmp_path / "out" / run) for run in ("vanilla", "holitom_wo_m_rho0.25", "holitom_rho0.25"))
+    assert len(vanilla) == len(wo_m) == len(merged) == TASKS_PER_RUN
+    assert {(r["pooled_tokens"], r["visual_tokens"]) for r in vanilla} == {(4, 4)}
+    for a, b in zip(wo_m, merged):
+        assert a["visual_tokens"] == b["visual_tokens"] <= 2  # ρ 0.25: at most ceil(2·ρ′) = 1 per temporal patch
+        assert a["visual_kept"] is None and b["inner_layer"] == 2  # K = 2 = the tiny's deepstack depth
+        assert b["visual_kept"] == 1  # r = 0.5 of 1 or 2 tokens: one left
+    run = json.loads((tmp_path / "out" / "holitom_rho0.25" / "holitom_run.json").read_text())
+    assert run["paper_flops"]["schedule"] == [[0, 2], [2, 1]] and run["shape"]["tokens_per_frame"] == 2
+    assert run["paper_flops"]["video"].startswith("4 frames of 64×96 px (the first video) → 2 temporal patches of 1×2")

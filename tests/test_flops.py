@@ -413,3 +413,19 @@ def test_paper_flops_need_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "FastVID" in done.stdout and "PruneVid" in done.stdout and "DyCoke" in done.stdout and "PDrop" in done.stdout
+
+
+def test_layer_flops_with_the_real_attention_width():
+    from holitom.flops import layer_flops, schedule_flops
+    from holitom.shapes import ModelShape
+
+    # n=1, d=2, m=3: q 1·2·4 + k, v 2·(1·2·1) + o 1·4·2 = 20; scores + values 2·1²·4 = 8; FFN 2·1·2·3 = 12
+    assert layer_flops(1, 2, 3, q_width=4, kv_width=1) == 40
+    assert layer_flops(1, 2, 3, q_width=4) == 2 * 1 * 2 * 8 + 8 + 12 == 52  # k/v as wide as q (the paper's count)
+    assert layer_flops(7, 5, 11) == layer_flops(7, 5, 11, 5, 5) == 4 * 7 * 25 + 2 * 49 * 5 + 2 * 7 * 5 * 11
+    # head_dim only counts where it is set and not d/heads: the paper's shapes are unchanged
+    plain = ModelShape("x", 2, 8, 16, 1, 1, heads=2, kv_heads=1)
+    wide = ModelShape("x", 2, 8, 16, 1, 1, heads=2, kv_heads=1, head_dim=8)
+    assert plain.attention_width() == 8 and wide.attention_width() == 16
+    assert schedule_flops(plain, ((0, 3),)) == 2 * layer_flops(3, 8, 16)
+    assert schedule_flops(wide, ((0, 3),)) == 2 * (4 * 3 * 8 * 16 + 2 * 9 * 16 + 2 * 3 * 8 * 16)

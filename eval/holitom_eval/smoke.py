@@ -100,7 +100,7 @@ def smoke_command(root: str, kind: str = "onevision", frames: int = 8) -> str:
 
 def add_smoke_setup_arguments(parser) -> None:
     parser.add_argument("out_dir", help="folder for the tiny checkpoint (tiny_<kind>) and the videos (hf_home)")
-    parser.add_argument("--kind", choices=("onevision", "video", "qwen2.5-vl"), default="onevision", help="default: %(default)s")
+    parser.add_argument("--kind", choices=("onevision", "video", "qwen2.5-vl", "qwen3-vl"), default="onevision", help="default: %(default)s")
 
 
 def run_smoke_setup(args) -> int:

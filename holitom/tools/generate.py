@@ -28,15 +28,15 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True,
         help="checkpoint directory or hub id: lmms-lab (e.g. lmms-lab/llava-onevision-qwen2-7b-ov), transformers' "
-        "llava-hf (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf) or Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct), told "
-        "apart by the config's model_type",
+        "llava-hf (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf), Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct) or dense "
+        "Qwen3-VL (e.g. Qwen/Qwen3-VL-8B-Instruct), told apart by the config's model_type",
     )  # fmt: skip
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--question", default="Describe this video.", help="question about the video")
     parser.add_argument("--frames", type=int, default=32, help="frames sampled uniformly (paper: 32 OV, 64 LLaVA-Video)")
     add_method_arguments(parser, default="vanilla")
     parser.add_argument("--pool-mode", choices=("bilinear", "average", "max"), default=None, help="override mm_spatial_pool_mode (LLaVA-Video: average)")
-    parser.add_argument("--conv-template", default="qwen_1_5", help="llava checkpoints (Qwen2.5-VL: its chat template)")
+    parser.add_argument("--conv-template", default="qwen_1_5", help="llava checkpoints (Qwen-VL: its chat template)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None, help="default: float16 on cuda, float32 on cpu")
@@ -48,7 +48,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     import holitom
     from holitom import methods
-    from holitom.hosts import hf_onevision_io, qwen2_5_vl_io
+    from holitom.hosts import hf_onevision_io, qwen_vl_io
     from llava.conversation import conv_templates
     from llava.model.builder import load_pretrained_model, read_model_config, resolve_device
     from llava.video import load_video
@@ -61,12 +61,13 @@ def run_generate(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
     settings = method_settings_from_args(args)
     methods.get(args.method).make_config(settings)  # bad values fail before anything is read
-    # our llava checkpoints (lmms-lab), transformers' LLaVA-OneVision (llava-hf) or Qwen2.5-VL, by model_type
+    # our llava checkpoints (lmms-lab), transformers' LLaVA-OneVision (llava-hf) or a Qwen-VL, by model_type
     hf_config = hf_onevision_io.read_hf_config(args.model)
-    qwen_config = None if hf_config is not None else qwen2_5_vl_io.read_qwen_config(args.model)
+    qwen_config = None if hf_config is not None else qwen_vl_io.read_config(args.model)
     on_hf, on_qwen = hf_config is not None, qwen_config is not None
+    family = qwen_vl_io.family_of(qwen_config) if on_qwen else None
     if (on_hf or on_qwen) and args.pool_mode:
-        fixed = "Qwen2.5-VL merges 2×2 patches" if on_qwen else "transformers' LLaVA-OneVision always pools bilinearly"
+        fixed = f"{family.label} merges 2×2 patches" if family else "transformers' LLaVA-OneVision always pools bilinearly"
         raise ValueError(f"--pool-mode: {fixed}")
     overwrite = {"mm_spatial_pool_mode": args.pool_mode} if args.pool_mode else None
     model_config = hf_config or qwen_config or read_model_config(args.model, overwrite)
@@ -75,7 +76,7 @@ def run_generate(args: argparse.Namespace) -> int:
     frames, info = load_video(args.video, args.frames)
     t0 = time.perf_counter()
     if on_qwen:
-        tokenizer, model = qwen2_5_vl_io.load_model(
+        tokenizer, model = qwen_vl_io.load_model(
             args.model, qwen_config, device_map=device, torch_dtype=dtype, attn_implementation=args.attn
         )
     elif on_hf:
@@ -93,10 +94,10 @@ def run_generate(args: argparse.Namespace) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     decoding = {"do_sample": False, "max_new_tokens": args.max_new_tokens, "pad_token_id": pad}
     if on_qwen:  # the checkpoint's chat template, Qwen's preprocessing steps (ours: no torchvision)
-        prompt = qwen2_5_vl_io.video_prompt(tokenizer, qwen2_5_vl_io.chat_template(args.model, tokenizer), args.question)
-        inputs = qwen2_5_vl_io.video_inputs(
-            tokenizer, model.config, prompt, frames, qwen2_5_vl_io.pixel_bounds(args.model),
-            qwen2_5_vl_io.sampled_fps(info, len(frames)),
+        prompt = qwen_vl_io.video_prompt(tokenizer, qwen_vl_io.chat_template(args.model, tokenizer), args.question)
+        inputs = qwen_vl_io.video_inputs(
+            tokenizer, model.config, prompt, frames, qwen_vl_io.pixel_bounds(args.model, family),
+            qwen_vl_io.sampled_fps(info, len(frames)), qwen_vl_io.frame_seconds(info),
         )  # fmt: skip
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.dtype)
@@ -137,7 +138,7 @@ def run_generate(args: argparse.Namespace) -> int:
     stats = holitom.stats(model)
     require_visual_tokens(stats, 1, "holitom generate")
     print(f"video: {args.video} ({info['total_frames']} frames, {len(frames)} sampled, backend {info['backend']})")
-    kind = "Qwen2_5_VLForConditionalGeneration" if on_qwen else "LlavaOnevisionForConditionalGeneration" if on_hf else ""
+    kind = family.model_class if family else "LlavaOnevisionForConditionalGeneration" if on_hf else ""
     print(f"model: {args.model} ({f'transformers {kind}' if kind else 'llava'})")
     print(f"method: {stats.method} {stats.settings if stats.settings else ''}".rstrip())
     stages = "".join(f" → surviving layer {s['layer']}: {s['visual_kept']}" for s in stats.stages)
@@ -162,7 +163,7 @@ def run_generate(args: argparse.Namespace) -> int:
             f"keeping {d['kept']} of {d['candidates']} candidate visual tokens"
         )
     print(f"prompt tokens (spliced): {stats.prompt_tokens}; new tokens: {out.shape[1]}")
-    # the vision-attention probe's share of generate, where the installed probe measures it (Qwen2.5-VL's)
+    # the vision-attention probe's share of generate, where the installed probe measures it (Qwen-VL's)
     timed = [part.seconds for part in getattr(methods.installed(model), "parts", ()) if hasattr(part, "seconds")]
     probe = f", of which vision-attention probe {sum(timed):.2f}s" if timed else ""
     print(f"timings: load {load_s:.2f}s, generate {gen_s:.2f}s{probe} ({device}, {dtype})")

@@ -1,8 +1,9 @@
 """`holitom_llava`: an lmms-eval model that runs LLaVA-OneVision / LLaVA-Video with a token-reduction method:
 our `llava` package for lmms-lab checkpoints, transformers' `LlavaOnevisionForConditionalGeneration` for
-llava-hf checkpoints and `Qwen2_5_VLForConditionalGeneration` for Qwen2.5-VL checkpoints (told apart by the
-config's model_type; videos only on the transformers models; Qwen2.5-VL prompts use the checkpoint's chat template
-and its frames our torchvision-free preprocessing, `holitom.hosts.qwen2_5_vl_io`).
+llava-hf checkpoints, `Qwen2_5_VLForConditionalGeneration` / `Qwen3VLForConditionalGeneration` for Qwen2.5-VL /
+dense Qwen3-VL checkpoints (told apart by the config's model_type; videos only on the transformers models; Qwen-VL
+prompts use the checkpoint's chat template, Qwen3-VL's a timestamp per temporal patch, and their frames our
+torchvision-free preprocessing, `holitom.hosts.qwen_vl_io`).
 
     python -m lmms_eval --model holitom_llava \\
         --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.10,tau=0.65 \\
@@ -56,10 +57,12 @@ class MissingVideo(SystemExit):
 
 
 class QwenVideo(NamedTuple):
-    """A Qwen2.5-VL request's video: uint8 frames (T, H, W, 3) and their sampled rate (None: unknown)."""
+    """A Qwen-VL request's video: uint8 frames (T, H, W, 3), their sampled rate (None: unknown) and each frame's time
+    in the source video (Qwen3-VL's timestamps; None: unknown)."""
 
     frames: torch.Tensor
     fps: float | None
+    seconds: list[float] | None = None
 
 
 class HoliTomLlava(lmms):
@@ -87,28 +90,30 @@ class HoliTomLlava(lmms):
         )
 
         from holitom import methods
-        from holitom.hosts import hf_onevision_io, qwen2_5_vl_io
+        from holitom.hosts import hf_onevision_io, qwen_vl_io
         from llava.model.builder import load_pretrained_model, read_model_config
 
-        # our llava checkpoints (lmms-lab), transformers' LLaVA-OneVision (llava-hf) or Qwen2.5-VL, by model_type
+        # our llava checkpoints (lmms-lab), transformers' LLaVA-OneVision (llava-hf) or a Qwen-VL, by model_type
         hf_config = hf_onevision_io.read_hf_config(s.pretrained)
-        qwen_config = None if hf_config is not None else qwen2_5_vl_io.read_qwen_config(s.pretrained)
+        qwen_config = None if hf_config is not None else qwen_vl_io.read_config(s.pretrained)
         self._on_hf, self._on_qwen = hf_config is not None, qwen_config is not None
+        self._family = qwen_vl_io.family_of(qwen_config) if self._on_qwen else None
+        self._label = self._family.label if self._family else "LLaVA-OneVision"
         if (self._on_hf or self._on_qwen) and s.overwrite_config:
             raise ValueError(
-                f"{sorted(s.overwrite_config)}: transformers' {'Qwen2.5-VL' if self._on_qwen else 'LLaVA-OneVision'} "
+                f"{sorted(s.overwrite_config)}: transformers' {self._label} "
                 "has a fixed layout; these overrides apply to lmms-lab checkpoints only"
             )
         # settings that cannot apply to this checkpoint fail before any weights are loaded
         config = hf_config or qwen_config or read_model_config(s.pretrained, dict(s.overwrite_config) or None)
         methods.config_for(s.method, s.method_settings, config)
         if self._on_qwen:
-            self._tokenizer, self._model = qwen2_5_vl_io.load_model(
+            self._tokenizer, self._model = qwen_vl_io.load_model(
                 s.pretrained, config, device_map=device_map, torch_dtype=dtype, attn_implementation=s.attn_implementation
             )
             self._image_processor = None
-            self._qwen_pixels = qwen2_5_vl_io.pixel_bounds(s.pretrained)
-            self._chat_template = qwen2_5_vl_io.chat_template(s.pretrained, self._tokenizer)
+            self._qwen_pixels = qwen_vl_io.pixel_bounds(s.pretrained, self._family)
+            self._chat_template = qwen_vl_io.chat_template(s.pretrained, self._tokenizer)
             self._max_length = int(config.text_config.max_position_embeddings)
             self._device = self._model.model.language_model.embed_tokens.weight.device
         elif self._on_hf:
@@ -143,7 +148,7 @@ class HoliTomLlava(lmms):
             self._rank, self._world_size = 0, 1
 
         if self._on_qwen:
-            # a Qwen2.5-VL video's tokens follow from its resolution: the shape (and the paper-style FLOPs) of the
+            # a Qwen-VL video's tokens follow from its resolution: the shape (and the paper-style FLOPs) of the
             # first video seen (`_qwen_video_shape`); until then a 448×448 one
             from holitom.shapes import qwen_shape_from_config
 
@@ -162,7 +167,7 @@ class HoliTomLlava(lmms):
                 self._run_record = self._make_run_record(dtype, device_map)
                 self._write_run_record()
         if self._rank == 0:
-            summary = self.paper_flops.summary() if self.paper_flops else "n/a (Qwen2.5-VL: from the first video)"
+            summary = self.paper_flops.summary() if self.paper_flops else f"n/a ({self._label}: from the first video)"
             eval_logger.info(
                 f"holitom_llava: method={s.method} {s.method_settings}; paper-style FLOPs: {summary}"
             )
@@ -206,7 +211,7 @@ class HoliTomLlava(lmms):
             return None
 
     def _qwen_video_shape(self, frames: int, height: int, width: int) -> None:
-        """On the first Qwen2.5-VL video: the shape (temporal patches, tokens per patch at its resolution within the
+        """On the first Qwen-VL video: the shape (temporal patches, tokens per patch at its resolution within the
         checkpoint's pixel bounds) and the paper-style FLOPs of the run, written into the run record."""
         if self._qwen_video is not None:
             return
@@ -354,10 +359,10 @@ class HoliTomLlava(lmms):
         except VideoLoadError as exc:
             raise MissingVideo(f"holitom_llava: task {task!r}, doc {doc_id}: {exc}") from None
         if self._on_qwen:  # raw uint8 frames and their rate: `_inputs` lays out Qwen's processor inputs
-            from holitom.hosts.qwen2_5_vl_io import sampled_fps
+            from holitom.hosts.qwen_vl_io import frame_seconds, sampled_fps
 
             self._qwen_video_shape(*frames.shape[:3])
-            return QwenVideo(torch.as_tensor(frames), sampled_fps(info, len(frames)))
+            return QwenVideo(torch.as_tensor(frames), sampled_fps(info, len(frames)), frame_seconds(info))
         pixels = self._image_processor.preprocess(frames, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.device, dtype=self.model.dtype)
 
@@ -375,7 +380,7 @@ class HoliTomLlava(lmms):
             elif isinstance(item, Image.Image) and (self._on_hf or self._on_qwen):
                 raise ValueError(
                     f"task {task!r}, doc {doc_id}: holitom_llava runs transformers' "
-                    f"{'Qwen2.5-VL' if self._on_qwen else 'LLaVA-OneVision'} on videos only (images need its own processor)"
+                    f"{self._label} on videos only (images need its own processor)"
                 )
             elif isinstance(item, Image.Image):
                 pixels = self._image_processor.preprocess(item, return_tensors="pt")["pixel_values"]
@@ -435,16 +440,16 @@ class HoliTomLlava(lmms):
         }
 
     def _qwen_inputs(self, context: str, videos: list[QwenVideo]) -> dict[str, Any]:
-        """Qwen2.5-VL: the checkpoint's chat template (the video first, then the task's text), Qwen's layout."""
-        from holitom.hosts import qwen2_5_vl_io
+        """Qwen-VL: the checkpoint's chat template (the video first, then the task's text), Qwen's layout."""
+        from holitom.hosts import qwen_vl_io
 
         if len(videos) > 1:
-            raise ValueError(f"{len(videos)} videos in one request: holitom_llava takes one video per Qwen2.5-VL prompt")
-        prompt = qwen2_5_vl_io.video_prompt(self._tokenizer, self._chat_template, context, video=bool(videos))
+            raise ValueError(f"{len(videos)} videos in one request: holitom_llava takes one video per {self._label} prompt")
+        prompt = qwen_vl_io.video_prompt(self._tokenizer, self._chat_template, context, video=bool(videos))
         if videos:
             video = videos[0]
-            inputs = qwen2_5_vl_io.video_inputs(
-                self._tokenizer, self.model.config, prompt, video.frames, self._qwen_pixels, video.fps
+            inputs = qwen_vl_io.video_inputs(
+                self._tokenizer, self.model.config, prompt, video.frames, self._qwen_pixels, video.fps, video.seconds
             )
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
         else:
@@ -508,7 +513,7 @@ class HoliTomLlava(lmms):
             if cont.numel() == 0:
                 raise ValueError(f"task {task!r}, doc {doc_id}: empty continuation {continuation!r}")
             cont = cont[None].to(self.device)
-            if "mm_token_type_ids" in inputs:  # Qwen2.5-VL: the continuation is text (type 0)
+            if "mm_token_type_ids" in inputs:  # Qwen-VL: the continuation is text (type 0)
                 types = inputs["mm_token_type_ids"]
                 inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(cont.shape)], dim=1)
             inputs["input_ids"] = torch.cat([inputs["input_ids"], cont], dim=1)
