@@ -277,8 +277,18 @@ class SequenceTracker:
                 f"(frames × pooled tokens + 1 newline), found {found}"
             )
         keep = ~is_video | (is_video.cumsum(dim=1) <= n_kept)  # the first n_kept placeholders take the tokens
-        short = ids.shape[1] - placeholders + n_kept
-        for name in ("input_ids", "attention_mask", "labels"):
+        self.shorten(kwargs, keep, ids.shape[1] - placeholders + n_kept, torch.cat(tokens), ("labels",))
+        return kwargs
+
+    def shorten(
+        self, kwargs: dict[str, Any], keep: torch.Tensor, short: int, tokens: torch.Tensor, rows: tuple[str, ...]
+    ) -> torch.Tensor:
+        """Cut input_ids, attention_mask and the other (batch, length) arguments in `rows` to the positions `keep`
+        (batch, length) marks (`short` per row, known on the host), and pass `inputs_embeds` with `tokens`
+        (all rows' kept video tokens, in order) written over the shortened placeholder runs, as the model itself
+        writes video features over its placeholders. Returns the short input ids (generate tracks them)."""
+        ids = kwargs["input_ids"]
+        for name in ("input_ids", "attention_mask", *rows):
             value = kwargs.get(name)
             if value is None:
                 continue
@@ -286,12 +296,11 @@ class SequenceTracker:
                 raise ValueError(f"{name} must be (batch, length) like input_ids, got {tuple(value.shape)}")
             kwargs[name] = value[keep.to(value.device)].view(ids.shape[0], short)
         short_ids = kwargs["input_ids"]
-        embeds = model.get_input_embeddings()(short_ids)
-        placeholders_now = (short_ids == config.video_token_id)[..., None].to(embeds.device)
-        kept_tokens = torch.stack(tokens).to(embeds.device, embeds.dtype)
-        kwargs["inputs_embeds"] = embeds.masked_scatter(placeholders_now, kept_tokens)
+        embeds = self.host.model.get_input_embeddings()(short_ids)
+        slots = (short_ids == self.host.model.config.video_token_id)[..., None].to(embeds.device)
+        kwargs["inputs_embeds"] = embeds.masked_scatter(slots, tokens.to(embeds.device, embeds.dtype))
         self._pending_ids = short_ids
-        return kwargs
+        return short_ids
 
     def pooled_frames(self, video: torch.Tensor, feature_layer: Any = None) -> torch.Tensor:
         """One video's frames (F, 3, H, W) → pooled features (F, N, d), through the vision path in chunks of

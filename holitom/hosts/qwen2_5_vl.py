@@ -184,9 +184,10 @@ class QwenSequenceTracker(SequenceTracker):
     """The llava-hf host's hooks (sequence state, loss on survivors, instance-level generate) with Qwen2.5-VL's
     compression: placeholders shrunk, M-RoPE positions of the survivors gathered from the unreduced prompt."""
 
-    def compress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        model = self.host.model
-        config = model.config
+    def video_arguments(self, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list, int]:
+        """The checked video arguments of a pass to compress: (input_ids, pixel_values_videos, grids, merge size);
+        fills in `mm_token_type_ids` when the caller gave none."""
+        config = self.host.model.config
         ids = kwargs.get("input_ids")
         if ids is None:
             raise ValueError("video compression needs input_ids with the video placeholders, not inputs_embeds")
@@ -198,6 +199,12 @@ class QwenSequenceTracker(SequenceTracker):
         grids = check_grids(kwargs.get("video_grid_thw"), videos.shape[0], ids.shape[0], merge)
         if kwargs.get("mm_token_type_ids") is None:
             kwargs["mm_token_type_ids"] = token_types(ids, config)
+        return ids, videos, grids, merge
+
+    def compress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        model = self.host.model
+        config = model.config
+        ids, videos, grids, merge = self.video_arguments(kwargs)
         full, deltas = unreduced_positions(model, ids, kwargs["mm_token_type_ids"], kwargs)
         for name in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
             kwargs.pop(name, None)
@@ -227,22 +234,10 @@ class QwenSequenceTracker(SequenceTracker):
         origins = torch.stack([out.frames.to(ids.device) * n + out.positions.to(ids.device) for out, n in outputs])
         source = survivor_sources(is_video, keep, origins)
         short = source.shape[1]
-        for name in ("input_ids", "attention_mask", "labels", "mm_token_type_ids"):
-            value = kwargs.get(name)
-            if value is None:
-                continue
-            if value.shape != ids.shape:
-                raise ValueError(f"{name} must be (batch, length) like input_ids, got {tuple(value.shape)}")
-            kwargs[name] = value[keep.to(value.device)].view(ids.shape[0], short)
+        self.shorten(kwargs, keep, short, torch.cat([out.tokens for out, _ in outputs]), ("labels", "mm_token_type_ids"))
         kwargs["position_ids"] = full.gather(2, source.to(full.device)[None].expand(3, -1, -1))
         # decoding counts from the cache length (the short prompt): add back the tokens removed
         model.model.rope_deltas = deltas + (ids.shape[1] - short)
-        short_ids = kwargs["input_ids"]
-        embeds = model.get_input_embeddings()(short_ids)
-        slots = (short_ids == config.video_token_id)[..., None].to(embeds.device)
-        tokens = torch.stack([out.tokens for out, _ in outputs]).to(embeds.device, embeds.dtype)
-        kwargs["inputs_embeds"] = embeds.masked_scatter(slots, tokens)
-        self._pending_ids = short_ids
         return kwargs
 
     def pooled_video(self, pixels: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from holitom.hosts.base import VideoTokens
-from holitom.hosts.qwen2_5_vl import VISION_CHUNK, Qwen25VLHost, QwenSequenceTracker, check_grids, token_types
+from holitom.hosts.qwen2_5_vl import VISION_CHUNK, Qwen25VLHost, QwenSequenceTracker
 from holitom.hosts.qwen_vision import QwenVisionProbe
 from llava.errors import HookError
 from llava.model.cache_compat import find_cache
@@ -175,17 +175,7 @@ class Qwen3SequenceTracker(QwenSequenceTracker):
     def compress(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         model = self.host.model
         config = model.config
-        ids = kwargs.get("input_ids")
-        if ids is None:
-            raise ValueError("video compression needs input_ids with the video placeholders, not inputs_embeds")
-        for name in ("position_ids", "inputs_embeds", "mm_encoder_outputs", "pixel_values"):
-            if kwargs.get(name) is not None:
-                raise ValueError(f"{name} cannot be given with pixel_values_videos while a video-token compressor is installed")
-        merge = config.vision_config.spatial_merge_size
-        videos = kwargs["pixel_values_videos"]
-        grids = check_grids(kwargs.get("video_grid_thw"), videos.shape[0], ids.shape[0], merge)
-        if kwargs.get("mm_token_type_ids") is None:
-            kwargs["mm_token_type_ids"] = token_types(ids, config)
+        ids, videos, grids, merge = self.video_arguments(kwargs)
         rope_index = model.model.get_rope_index
         if "mm_token_type_ids" not in inspect.signature(rope_index).parameters:
             raise _version_error("get_rope_index takes no mm_token_type_ids")
@@ -232,23 +222,12 @@ class Qwen3SequenceTracker(QwenSequenceTracker):
         keep = placeholder_plan(is_video, n, torch.stack(kept).to(ids.device))
         source = placeholder_sources(is_video, keep, torch.stack(origins).to(ids.device))
         short = source.shape[1]
-        for name in ("input_ids", "attention_mask", "labels", "mm_token_type_ids"):
-            value = kwargs.get(name)
-            if value is None:
-                continue
-            if value.shape != ids.shape:
-                raise ValueError(f"{name} must be (batch, length) like input_ids, got {tuple(value.shape)}")
-            kwargs[name] = value[keep.to(value.device)].view(ids.shape[0], short)
+        short_ids = self.shorten(kwargs, keep, short, torch.cat(tokens), ("labels", "mm_token_type_ids"))
         kwargs["position_ids"] = full.gather(2, source.to(full.device)[None].expand(3, -1, -1))
         model.model.rope_deltas = deltas + (ids.shape[1] - short)  # decoding counts from the short cache
-        short_ids = kwargs["input_ids"]
-        embeds = model.get_input_embeddings()(short_ids)
         slots = short_ids == config.video_token_id
-        kept_tokens = torch.cat(tokens).to(embeds.device, embeds.dtype)
-        kwargs["inputs_embeds"] = embeds.masked_scatter(slots[..., None].to(embeds.device), kept_tokens)
         layers = len(deep[0])
         self._deepstack = (slots, [torch.cat([rows[i] for rows in deep]) for i in range(layers)]) if layers else None
-        self._pending_ids = short_ids
         return kwargs
 
     def pooled_video(self, pixels: torch.Tensor, grid: tuple[int, int, int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
