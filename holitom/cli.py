@@ -12,7 +12,7 @@ from llava.errors import HookError
 
 # subcommand → (module, help); each module exposes add_<name>_arguments(parser) and run_<name>(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "make-tiny": ("holitom.tools.tiny", "write a small random checkpoint in the published lmms-lab (or llava-hf) layout"),
+    "make-tiny": ("holitom.tools.tiny", "write a small random checkpoint in the published layout (lmms-lab, llava-hf, Qwen)"),
     "generate": ("holitom.tools.generate", "answer a question about a video (vanilla or a reduction method)"),
     "flops": ("holitom.flops", "prefill FLOPs as the paper counts them"),
     "bench": ("holitom.tools.bench", "time-to-first-token and decode speed, vanilla vs methods"),
