@@ -51,20 +51,12 @@ def frame_tokens(flat: torch.Tensor, frames: int, per_frame: int) -> torch.Tenso
     return flat.view(frames, per_frame, flat.shape[-1])
 
 
-class HFOnevisionHost:
-    """A transformers `LlavaOnevisionForConditionalGeneration` instance as a method host."""
+class TransformersHost:
+    """What every transformers VLM host shares: the LM is `model.model.language_model` (config `text_config`),
+    and the per-sequence state and the method slot live on the model instance."""
 
     def __init__(self, model: nn.Module) -> None:
-        from holitom.hosts.hf_onevision_io import check_config
-
-        check_config(model.config)
         self.model = model
-
-    @staticmethod
-    def accepts(model: Any) -> bool:
-        from transformers import LlavaOnevisionForConditionalGeneration
-
-        return isinstance(model, LlavaOnevisionForConditionalGeneration)
 
     @property
     def lm_config(self) -> Any:
@@ -77,6 +69,47 @@ class HFOnevisionHost:
     @property
     def rotary_embedding(self) -> nn.Module:
         return self.model.model.language_model.rotary_emb
+
+    @property
+    def sequence(self) -> SequenceState:
+        state = self.model.__dict__.get(_SEQUENCE_KEY)
+        return self.start_sequence() if state is None else state
+
+    def start_sequence(self) -> SequenceState:
+        """A fresh per-sequence state: nothing of the previous prompt survives."""
+        state = self.model.__dict__[_SEQUENCE_KEY] = SequenceState()
+        return state
+
+    @property
+    def video_compressor(self) -> VideoCompressor | None:
+        return self.method_slot.get("compressor")
+
+    @video_compressor.setter
+    def video_compressor(self, compressor: VideoCompressor | None) -> None:
+        if compressor is None:
+            self.method_slot.pop("compressor", None)
+        else:
+            self.method_slot["compressor"] = compressor
+
+    @property
+    def method_slot(self) -> dict[str, Any]:
+        return self.model.__dict__.setdefault(_SLOT_KEY, {})
+
+
+class HFOnevisionHost(TransformersHost):
+    """A transformers `LlavaOnevisionForConditionalGeneration` instance as a method host."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from holitom.hosts.hf_onevision_io import check_config
+
+        check_config(model.config)
+        super().__init__(model)
+
+    @staticmethod
+    def accepts(model: Any) -> bool:
+        from transformers import LlavaOnevisionForConditionalGeneration
+
+        return isinstance(model, LlavaOnevisionForConditionalGeneration)
 
     @property
     def vision_probe_layer(self) -> nn.Module:
@@ -97,35 +130,8 @@ class HFOnevisionHost:
     def image_newline(self) -> torch.Tensor:
         return self.model.model.image_newline
 
-    @property
-    def sequence(self) -> SequenceState:
-        state = self.model.__dict__.get(_SEQUENCE_KEY)
-        if state is None:
-            state = self.start_sequence()
-        return state
-
-    def start_sequence(self) -> SequenceState:
-        """A fresh per-sequence state: nothing of the previous prompt survives."""
-        state = self.model.__dict__[_SEQUENCE_KEY] = SequenceState()
-        return state
-
-    @property
-    def video_compressor(self) -> VideoCompressor | None:
-        return self.method_slot.get("compressor")
-
-    @video_compressor.setter
-    def video_compressor(self, compressor: VideoCompressor | None) -> None:
-        if compressor is None:
-            self.method_slot.pop("compressor", None)
-        else:
-            self.method_slot["compressor"] = compressor
-
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.model.apply_pooling(features)
-
-    @property
-    def method_slot(self) -> dict[str, Any]:
-        return self.model.__dict__.setdefault(_SLOT_KEY, {})
 
     def attach(self) -> SequenceTracker:
         """What every method needs on this host: sequence tracking, and video compression in forward/generate."""

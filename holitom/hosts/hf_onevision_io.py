@@ -185,22 +185,13 @@ def load_model(
     `read_hf_config`, when the caller has read it already."""
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    from llava.model.builder import check_attn_implementation, check_weight_shards, resolve_dtype
+    from llava.model.builder import from_pretrained_kwargs
 
-    check_attn_implementation(attn_implementation)
-    if os.path.isdir(os.path.expanduser(model_path)):
-        check_weight_shards(os.path.expanduser(model_path))
+    load_kwargs = from_pretrained_kwargs(model_path, torch_dtype, attn_implementation, device_map)
     config = config if config is not None else read_hf_config(model_path, **hub_kwargs)
     if config is None:
         raise ValueError(f"{model_path!r} is not a transformers LLaVA-OneVision checkpoint (model_type {MODEL_TYPE!r})")
     check_config(config)
-    load_kwargs: dict[str, Any] = {"dtype": resolve_dtype(torch_dtype)}
-    if attn_implementation is not None:
-        load_kwargs["attn_implementation"] = attn_implementation
-    if device_map == "auto" and not torch.cuda.is_available():
-        device_map = None
-    if device_map is not None:
-        load_kwargs["device_map"] = device_map
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(
         model_path, config=config, **load_kwargs, **hub_kwargs
     ).eval()

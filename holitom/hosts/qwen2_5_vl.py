@@ -24,20 +24,17 @@ survivors, the instance-level `generate`) is the llava-hf host's (`holitom.hosts
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from holitom.hosts.base import VideoCompressor, VideoTokens
-from holitom.hosts.hf_onevision import SequenceTracker
+from holitom.hosts.base import VideoTokens
+from holitom.hosts.hf_onevision import SequenceTracker, TransformersHost
 from holitom.hosts.qwen_vision import QwenVisionProbe
 from llava.errors import HookError
 from llava.model.sequence import SequenceState
 
-_SEQUENCE_KEY = "_holitom_sequence"
-_SLOT_KEY = "_holitom_methods"
 VISION_CHUNK = 8  # temporal patches per tower run while a method encodes a video (`model.vision_chunk_patches`)
 
 
@@ -47,13 +44,13 @@ def _version_error(what: str) -> HookError:
     return HookError(f"Qwen2.5-VL host: {what} (transformers {transformers.__version__})")
 
 
-class Qwen25VLHost:
+class Qwen25VLHost(TransformersHost):
     """A transformers `Qwen2_5_VLForConditionalGeneration` instance as a method host."""
 
     positions = "mrope"
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        super().__init__(model)
         for path in ("model.visual.blocks", "model.language_model.layers", "model.get_rope_index"):
             target: Any = model
             for part in path.split("."):
@@ -66,18 +63,6 @@ class Qwen25VLHost:
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         return isinstance(model, Qwen2_5_VLForConditionalGeneration)
-
-    @property
-    def lm_config(self) -> Any:
-        return self.model.config.text_config
-
-    @property
-    def decoder_layers(self) -> Sequence[nn.Module]:
-        return self.model.model.language_model.layers
-
-    @property
-    def rotary_embedding(self) -> nn.Module:
-        return self.model.model.language_model.rotary_emb
 
     @property
     def vision_probe_layer(self) -> nn.Module:
@@ -99,34 +84,10 @@ class Qwen25VLHost:
     def image_newline(self) -> torch.Tensor:
         raise ValueError("Qwen2.5-VL has no newline token")
 
-    @property
-    def sequence(self) -> SequenceState:
-        state = self.model.__dict__.get(_SEQUENCE_KEY)
-        return self.start_sequence() if state is None else state
-
-    def start_sequence(self) -> SequenceState:
-        state = self.model.__dict__[_SEQUENCE_KEY] = SequenceState()
-        return state
-
-    @property
-    def video_compressor(self) -> VideoCompressor | None:
-        return self.method_slot.get("compressor")
-
-    @video_compressor.setter
-    def video_compressor(self, compressor: VideoCompressor | None) -> None:
-        if compressor is None:
-            self.method_slot.pop("compressor", None)
-        else:
-            self.method_slot["compressor"] = compressor
-
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """(B, P, C) patch values in the processor's order → (B, P/4, C): the mean over each 2×2 merge group."""
         unit = self.model.model.visual.spatial_merge_size ** 2
         return features.view(features.shape[0], -1, unit, features.shape[-1]).mean(dim=2)
-
-    @property
-    def method_slot(self) -> dict[str, Any]:
-        return self.model.__dict__.setdefault(_SLOT_KEY, {})
 
     def attention_probe(self, reference: bool = False) -> QwenVisionProbe:
         return QwenVisionProbe(self, reference=reference)

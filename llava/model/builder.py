@@ -85,6 +85,24 @@ def check_weight_shards(path: str) -> None:
             raise ValueError(f"checkpoint {path!r}: weight shard {name} is damaged ({problem}); download it again")
 
 
+def from_pretrained_kwargs(
+    model_path: str, torch_dtype: Any, attn_implementation: str | None, device_map: Any
+) -> dict[str, Any]:
+    """The checked `from_pretrained` arguments of a transformers checkpoint (local shards checked whole first):
+    dtype, attention implementation, and the device map (`auto` on a machine without CUDA: a plain CPU load)."""
+    check_attn_implementation(attn_implementation)
+    if os.path.isdir(os.path.expanduser(model_path)):
+        check_weight_shards(os.path.expanduser(model_path))
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(torch_dtype)}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map == "auto" and not torch.cuda.is_available():
+        device_map = None
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return kwargs
+
+
 def check_checkpoint_dir(path: str) -> None:
     """Name the missing file of a local checkpoint directory instead of failing deep inside transformers."""
     if not os.path.isdir(path):
